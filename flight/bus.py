@@ -1,0 +1,717 @@
+"""The software bus: ZeroMQ PUB/SUB carrying msgpack messages.
+
+One frame per message: ``topic bytes + b"\\x00" + msgpack([seq, t_ns, source, body])``.
+The topic leads the frame so ZeroMQ's prefix filter does the routing; the NUL after it lets a
+subscription ask for an exact topic (``b"tlm.eps\\x00"`` never matches ``tlm.eps2``).
+
+Determinism in one process: every in-process publisher sends through the Bus's single PUB socket,
+so the order on the wire is exactly the order of ``publish`` calls, and each subscription is its
+own SUB socket that is drained explicitly (no threads, no polling loops).
+
+No silent loss: every message carries a sequence number per (source, topic); a subscription
+counts gaps as drops per topic. Frames that do not decode are rejected with a reason and counted;
+``drain`` never raises because of what arrived on the wire.
+
+Slow joiners: ``Bus.settle`` publishes probes on a reserved control topic until every
+subscription has seen one. Probes are not delivered to users and use no user sequence numbers.
+
+A Bus, its publishers and its subscriptions belong to one thread (ZeroMQ sockets are not
+thread-safe); another thread or process gets its own socket through ``connect_subscription``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import zmq
+
+__all__ = [
+    "CONTROL_PREFIX",
+    "PROBE_TOPIC",
+    "Bus",
+    "BusDecodeError",
+    "Message",
+    "Publisher",
+    "Subscription",
+    "connect_subscription",
+    "decode_message",
+    "encode_message",
+    "validate_topic",
+]
+
+# Topics under this prefix belong to the bus itself; publishers may not use them.
+CONTROL_PREFIX = "_bus."
+PROBE_TOPIC = CONTROL_PREFIX + "probe"
+_CONTROL_PREFIX_B = CONTROL_PREFIX.encode()
+_PROBE_FRAME_PREFIX = PROBE_TOPIC.encode() + b"\x00"
+
+_SEP = b"\x00"
+_POLICIES = ("queue", "latest")
+_REJECTIONS_KEPT = 64
+_TOPIC_CACHE_MAX = 4096  # bounds memory if a peer floods us with distinct topics
+_endpoint_ids = itertools.count()
+
+
+# --------------------------------------------------------------------------- message format
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One bus message. ``raw`` is the exact frame it was decoded from (not part of equality)."""
+
+    topic: str
+    seq: int
+    t_ns: int
+    source: str
+    body: dict
+    raw: bytes = field(default=b"", compare=False, repr=False)
+
+
+class BusDecodeError(ValueError):
+    """A frame that is not a valid bus message; the text says what is wrong."""
+
+
+def validate_topic(topic: object) -> str:
+    """Return ``topic`` if it may be published, else raise ValueError saying why.
+
+    A topic is a non-empty str without NUL that does not end in "." (a trailing dot means
+    "prefix" to ``Bus.subscribe``) and is not under the reserved control prefix.
+    """
+    if type(topic) is not str:
+        raise TypeError(f"topic must be str, got {type(topic).__name__}")
+    if not topic:
+        raise ValueError("topic must not be empty")
+    if "\x00" in topic:
+        raise ValueError(f"topic {topic!r} contains NUL")
+    if topic.endswith("."):
+        raise ValueError(f"topic {topic!r} ends in '.', which is reserved for prefix filters")
+    if topic.startswith(CONTROL_PREFIX):
+        raise ValueError(f"topic {topic!r} is under the reserved prefix {CONTROL_PREFIX!r}")
+    return topic
+
+
+def _validate_source(source: object) -> str:
+    if type(source) is not str or not source:
+        raise ValueError(f"source must be a non-empty str, got {source!r}")
+    return source
+
+
+_join = "".join
+
+
+def _body_ok(body: object) -> bool:
+    """True for a dict whose keys are all str (join raises on any other key, at C speed)."""
+    if type(body) is not dict:
+        return False
+    try:
+        _join(body)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_body(topic: str, body: object) -> None:
+    if type(body) is not dict:
+        raise TypeError(f"body of {topic!r} must be a dict, got {type(body).__name__}")
+    for key in body:
+        if type(key) is not str:
+            raise TypeError(f"body of {topic!r} has a non-str key {key!r}")
+
+
+def encode_message(topic: str, seq: int, t_ns: int, source: str, body: dict) -> bytes:
+    """Encode one message as a single bus frame (validates every field)."""
+    validate_topic(topic)
+    _validate_source(source)
+    if type(seq) is not int or seq < 0:
+        raise ValueError(f"seq must be an int >= 0, got {seq!r}")
+    if type(t_ns) is not int or t_ns < 0:
+        raise ValueError(f"t_ns must be an int >= 0, got {t_ns!r}")
+    _check_body(topic, body)
+    try:
+        payload = msgpack.packb([seq, t_ns, source, body], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"body of {topic!r} is not msgpack-able: {exc}") from None
+    return topic.encode() + _SEP + payload
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise BusDecodeError(f"msgpack extension type {code} is not allowed")
+
+
+def _unpack_payload(payload: bytes) -> Any:
+    try:
+        # strict_map_key=False: nested maps may have int keys (e.g. per-cell values); the
+        # top-level body keys are checked separately.
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False, ext_hook=_reject_ext)
+    except BusDecodeError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on bad input
+        raise BusDecodeError(f"payload is not valid msgpack ({type(exc).__name__}: {exc})") from None
+
+
+def _check_payload(topic: str, payload: Any) -> tuple[int, int, str, dict]:
+    if type(payload) is not list or len(payload) != 4:
+        shape = f"{type(payload).__name__}" + (f" of {len(payload)}" if type(payload) is list else "")
+        raise BusDecodeError(f"{topic}: payload must be [seq, t_ns, source, body], got {shape}")
+    seq, t_ns, source, body = payload
+    if type(seq) is not int or seq < 0:
+        raise BusDecodeError(f"{topic}: seq must be an int >= 0, got {seq!r}")
+    if type(t_ns) is not int or t_ns < 0:
+        raise BusDecodeError(f"{topic}: t_ns must be an int >= 0, got {t_ns!r}")
+    if type(source) is not str or not source:
+        raise BusDecodeError(f"{topic}: source must be a non-empty str, got {source!r}")
+    if type(body) is not dict:
+        raise BusDecodeError(f"{topic}: body must be a map, got {type(body).__name__}")
+    for key in body:
+        if type(key) is not str:
+            raise BusDecodeError(f"{topic}: body key {key!r} is not a str")
+    return seq, t_ns, source, body
+
+
+def _split_topic(frame: bytes) -> tuple[str, int]:
+    """Return (topic, index of the NUL separator) or raise BusDecodeError."""
+    cut = frame.find(_SEP)
+    if cut < 0:
+        raise BusDecodeError("frame has no NUL separator between topic and payload")
+    if cut == 0:
+        raise BusDecodeError("frame has an empty topic")
+    try:
+        topic = frame[:cut].decode()
+    except UnicodeDecodeError:
+        raise BusDecodeError(f"topic {frame[:cut][:40]!r} is not valid UTF-8") from None
+    if topic.endswith("."):
+        raise BusDecodeError(f"topic {topic!r} ends in '.'")
+    return topic, cut
+
+
+def decode_message(frame: bytes) -> Message:
+    """Decode one frame; raise BusDecodeError (and nothing else) naming what is wrong."""
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        raise BusDecodeError(f"frame must be bytes, got {type(frame).__name__}")
+    frame = bytes(frame)
+    topic, cut = _split_topic(frame)
+    seq, t_ns, source, body = _check_payload(topic, _unpack_payload(frame[cut + 1 :]))
+    return Message(topic, seq, t_ns, source, body, frame)
+
+
+def _message_builder() -> Callable[[str, int, int, str, dict, bytes], Message]:
+    """A faster Message constructor for already-validated fields.
+
+    A frozen dataclass __init__ routes every field through object.__setattr__; writing the slot
+    descriptors directly builds the identical object in about half the time (it is the
+    per-message cost of every subscription).
+    """
+    new = object.__new__
+    set_topic, set_seq, set_t_ns, set_source, set_body, set_raw = (
+        getattr(Message, name).__set__ for name in ("topic", "seq", "t_ns", "source", "body", "raw")
+    )
+
+    def build(topic: str, seq: int, t_ns: int, source: str, body: dict, raw: bytes) -> Message:
+        message = new(Message)
+        set_topic(message, topic)
+        set_seq(message, seq)
+        set_t_ns(message, t_ns)
+        set_source(message, source)
+        set_body(message, body)
+        set_raw(message, raw)
+        return message
+
+    return build
+
+
+_build_message = _message_builder()
+
+
+# --------------------------------------------------------------------------- subscription
+
+
+def _topic_filters(topics: Iterable[str]) -> list[bytes]:
+    """ZeroMQ filters: "" and "x." are prefixes, anything else an exact topic (+ NUL)."""
+    if isinstance(topics, str):
+        raise TypeError("topics must be an iterable of str, not a single str")
+    filters: list[bytes] = []
+    for topic in topics:
+        if type(topic) is not str:
+            raise TypeError(f"topic filter must be str, got {type(topic).__name__}")
+        if "\x00" in topic:
+            raise ValueError(f"topic filter {topic!r} contains NUL")
+        if topic == "" or topic.endswith("."):
+            filters.append(topic.encode())
+        else:
+            filters.append(topic.encode() + _SEP)
+    if not filters:
+        raise ValueError("a subscription needs at least one topic filter")
+    return filters
+
+
+class Subscription:
+    """One SUB socket with its own receive high-water mark, drop and reject accounting.
+
+    ``policy="queue"`` delivers every message; ``policy="latest"`` returns, per drain, only the
+    newest message of each topic (older ones are counted as ``superseded``, not as drops).
+    """
+
+    def __init__(
+        self,
+        socket: zmq.Socket,
+        topics: Iterable[str],
+        *,
+        name: str,
+        policy: str = "queue",
+        seq_baseline: dict[tuple[str, str], int] | None = None,
+        owns_context: zmq.Context | None = None,
+        after_read: Callable[[], None] | None = None,
+    ) -> None:
+        if policy not in _POLICIES:
+            raise ValueError(f"policy must be one of {_POLICIES}, got {policy!r}")
+        self.name = name
+        self.policy = policy
+        filters = _topic_filters(topics)
+        self.topics: tuple[str, ...] = tuple(f.rstrip(_SEP).decode() for f in filters)
+        self._socket = socket
+        self._owned_context = owns_context
+        self._after_read = after_read
+        for topic_filter in filters:
+            socket.setsockopt(zmq.SUBSCRIBE, topic_filter)
+        socket.setsockopt(zmq.SUBSCRIBE, _PROBE_FRAME_PREFIX)
+        # Next expected seq per (source, topic). On a local bus the baseline is the publishers'
+        # counters at subscribe time, so even the first message of a stream can be counted as
+        # dropped; for a remote peer (None) the first message seen sets the baseline.
+        self._expected: dict[tuple[str, str], int] = {}
+        self._baseline = seq_baseline
+        self._backlog: deque[bytes] = deque()  # user frames read while waiting for a probe
+        self._topic_cache: dict[bytes, str] = {}
+        self._latest: dict[str, Message] = {}
+        self._rejections: deque[str] = deque(maxlen=_REJECTIONS_KEPT)
+        self.settled = False
+        self.received = 0
+        self.malformed = 0
+        self.superseded = 0
+        self.seq_resets = 0  # a stream restarted (seq went backwards): publisher restart
+        self.dropped: dict[str, int] = {}
+        self.closed = False
+
+    # -- accounting -------------------------------------------------------------------------
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def rejections(self) -> list[str]:
+        """The last few rejection reasons, oldest first."""
+        return list(self._rejections)
+
+    def latest(self, topic: str) -> Message | None:
+        """The last valid message seen on ``topic`` (None if none yet)."""
+        return self._latest.get(topic)
+
+    def stats(self) -> dict:
+        return {
+            "received": self.received,
+            "dropped": dict(self.dropped),
+            "dropped_total": self.dropped_total,
+            "malformed": self.malformed,
+            "superseded": self.superseded,
+            "seq_resets": self.seq_resets,
+            "settled": self.settled,
+        }
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def connect(self, endpoint: str) -> None:
+        """Also receive from another endpoint (another bus, a bench process, a test injector)."""
+        self._socket.connect(endpoint)
+
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` for a frame (for consoles and benches; SIL never waits)."""
+        if self._backlog:
+            return True
+        return bool(self._socket.poll(timeout_ms, zmq.POLLIN))
+
+    def drain(self, max_messages: int | None = None) -> list[Message]:
+        """Take what has arrived, without blocking; at most ``max_messages`` frames are read."""
+        if max_messages is not None and max_messages < 0:
+            raise ValueError(f"max_messages must be >= 0 or None, got {max_messages}")
+        out: list[Message] = []
+        budget = -1 if max_messages is None else max_messages
+        while budget and self._backlog:
+            self._accept(self._backlog.popleft(), out)
+            budget -= 1
+        if budget and not self.closed:
+            self._read_socket(budget, out)
+        if self.policy == "latest" and len(out) > 1:
+            out = self._keep_latest(out)
+        return out
+
+    def drain_with_raw(self, max_messages: int | None = None) -> list[tuple[Message, bytes]]:
+        """Like ``drain`` but with each message's exact frame bytes (for hashing and recording)."""
+        return [(message, message.raw) for message in self.drain(max_messages)]
+
+    def _keep_latest(self, batch: list[Message]) -> list[Message]:
+        last_index = {message.topic: i for i, message in enumerate(batch)}
+        self.superseded += len(batch) - len(last_index)
+        return [batch[i] for i in sorted(last_index.values())]
+
+    def _read_socket(self, budget: int, out: list[Message]) -> None:
+        """The hot loop: the common case (valid frame, known topic) is inlined; anything else
+        goes through ``_accept``, which gives the reason."""
+        recv = self._socket.recv
+        flags = zmq.NOBLOCK
+        again = zmq.Again
+        topic_cache = self._topic_cache
+        expected_seq = self._expected
+        latest = self._latest
+        append = out.append
+        unpackb = msgpack.unpackb
+        build = _build_message
+        join = _join
+        read_any = False
+        while budget:
+            try:
+                frame = recv(flags)
+            except again:
+                break
+            read_any = True
+            budget -= 1
+            cut = frame.find(_SEP)
+            topic = topic_cache.get(frame[:cut]) if cut > 0 else None
+            if topic is not None:
+                try:
+                    payload = unpackb(frame[cut + 1 :], strict_map_key=False, ext_hook=_reject_ext)
+                except Exception:
+                    payload = None
+                if type(payload) is list and len(payload) == 4:
+                    seq, t_ns, source, body = payload
+                    try:
+                        join(body)  # raises TypeError unless every key is a str
+                    except TypeError:
+                        body = None
+                    if (
+                        type(seq) is int and seq >= 0 and type(t_ns) is int and t_ns >= 0
+                        and type(source) is str and source and type(body) is dict
+                    ):
+                        key = (source, topic)
+                        expected = expected_seq.get(key)
+                        if expected is not None and seq == expected:
+                            expected_seq[key] = seq + 1
+                            self.received += 1
+                            message = build(topic, seq, t_ns, source, body, frame)
+                            latest[topic] = message
+                            append(message)
+                            continue
+            self._accept(frame, out)  # slow path: first of a stream, gap, control or malformed
+        if read_any and self._after_read is not None:
+            self._after_read()
+
+    def _accept(self, frame: bytes, out: list[Message]) -> None:
+        """Decode one frame, account for it and append it to ``out`` if it is a user message."""
+        if frame.startswith(_CONTROL_PREFIX_B):
+            if frame.startswith(_PROBE_FRAME_PREFIX):
+                self.settled = True
+                return
+        try:
+            message = self._decode(frame)
+        except BusDecodeError as exc:
+            self.malformed += 1
+            self._rejections.append(str(exc))
+            return
+        topic = message.topic
+        key = (message.source, topic)
+        expected = self._expected.get(key)
+        if expected is None:
+            expected = message.seq if self._baseline is None else self._baseline.get(key, 0)
+            self.dropped.setdefault(topic, 0)  # every topic seen is listed, drops or not
+        seq = message.seq
+        if seq > expected:
+            self.dropped[topic] += seq - expected
+        elif seq < expected:
+            self.seq_resets += 1
+        self._expected[key] = seq + 1
+        self.received += 1
+        self._latest[topic] = message
+        out.append(message)
+
+    def _decode(self, frame: bytes) -> Message:
+        # Same checks as decode_message, caching the topic decode (topics repeat).
+        cut = frame.find(_SEP)
+        topic = self._topic_cache.get(frame[:cut]) if cut > 0 else None
+        if topic is None:
+            topic, cut = _split_topic(frame)
+            if topic.startswith(CONTROL_PREFIX):
+                raise BusDecodeError(f"unknown control topic {topic!r}")
+            if len(self._topic_cache) < _TOPIC_CACHE_MAX:
+                self._topic_cache[frame[:cut]] = topic
+        seq, t_ns, source, body = _check_payload(topic, _unpack_payload(frame[cut + 1 :]))
+        return _build_message(topic, seq, t_ns, source, body, frame)
+
+    def _wait_for_probe(self, timeout_ms: int) -> bool:
+        """Read until a probe arrives (user frames go to the backlog). True once settled."""
+        if self.settled:
+            return True
+        if timeout_ms > 0 and not self._socket.poll(timeout_ms, zmq.POLLIN):
+            return False
+        while not self.settled:
+            try:
+                frame = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if frame.startswith(_PROBE_FRAME_PREFIX):
+                self.settled = True
+            else:
+                self._backlog.append(frame)
+        if self._after_read is not None:
+            self._after_read()
+        return self.settled
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._socket.close(linger=0)
+        if self._after_read is not None:
+            self._after_read()
+        if self._owned_context is not None:
+            self._owned_context.term()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_subscription(
+    endpoint: str,
+    topics: Iterable[str],
+    *,
+    context: zmq.Context | None = None,
+    hwm: int = 10_000,
+    policy: str = "queue",
+    name: str = "remote",
+) -> Subscription:
+    """A subscription to another process's bus (tcp:// or ipc://), e.g. for the console.
+
+    The first message seen per (source, topic) sets the sequence baseline: a late joiner does not
+    count what was published before it connected. It is settled by the publishing Bus's
+    ``settle(extra=[...])`` when in the same process, or by the first probe it sees.
+    """
+    owned = None
+    if context is None:
+        context = owned = zmq.Context()
+    socket = context.socket(zmq.SUB)
+    socket.setsockopt(zmq.RCVHWM, _check_hwm("hwm", hwm))
+    socket.setsockopt(zmq.LINGER, 0)
+    subscription = Subscription(socket, topics, name=name, policy=policy, owns_context=owned)
+    socket.connect(endpoint)
+    return subscription
+
+
+def _check_hwm(label: str, hwm: object) -> int:
+    if type(hwm) is not int or hwm < 1:
+        raise ValueError(f"{label} must be an int >= 1, got {hwm!r}")
+    return hwm
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+class Publisher:
+    """Publishes as one source; seq numbers count per topic from 0. Get one from Bus.publisher."""
+
+    def __init__(self, bus: Bus, source: str) -> None:
+        self.source = _validate_source(source)
+        self._bus = bus
+        self._send = bus._socket.send
+        self._time_source = bus._time_source
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._topics: dict[str, list] = {}  # topic -> [frame prefix bytes, next seq]
+        self.messages_sent = 0
+
+    def next_seq(self, topic: str) -> int:
+        entry = self._topics.get(topic)
+        return 0 if entry is None else entry[1]
+
+    def seq_counters(self) -> dict[str, int]:
+        """Next seq per topic (what a new subscription will expect)."""
+        return {topic: entry[1] for topic, entry in self._topics.items()}
+
+    def publish(self, topic: str, body: dict) -> int:
+        """Send ``body`` on ``topic``, stamped with the bus time and this source; return its seq."""
+        entry = self._topics.get(topic)
+        if entry is None:
+            entry = [validate_topic(topic).encode() + _SEP, 0]
+            self._topics[topic] = entry
+        if not _body_ok(body):
+            _check_body(topic, body)
+        t_ns = self._time_source()
+        if type(t_ns) is not int or t_ns < 0:
+            raise ValueError(f"bus time source returned {t_ns!r}; it must be an int >= 0 (ns)")
+        seq = entry[1]
+        try:
+            payload = self._pack([seq, t_ns, self.source, body])
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"body of {topic!r} is not msgpack-able: {exc}") from None
+        try:
+            self._send(entry[0] + payload)
+        except zmq.ZMQError:
+            if self._bus.closed:
+                raise RuntimeError(f"publish on closed bus {self._bus.name!r}") from None
+            raise
+        entry[1] = seq + 1
+        self.messages_sent += 1
+        return seq
+
+
+# --------------------------------------------------------------------------- bus
+
+
+class Bus:
+    """A software bus: one PUB socket bound in-process, plus any tcp/ipc endpoints.
+
+    In-process subscriptions receive in exactly the order ``publish`` was called. A
+    subscription's ``hwm`` is its queue capacity in frames: the in-process endpoint is bound with a
+    send high-water mark of 1 because ZeroMQ adds both marks into one inproc pipe. ``send_hwm``
+    applies to endpoints added with ``bind`` (tcp/ipc peers).
+    """
+
+    def __init__(
+        self,
+        time_source: Callable[[], int],
+        *,
+        context: zmq.Context | None = None,
+        name: str = "sunlit",
+        send_hwm: int = 100_000,
+    ) -> None:
+        self._time_source = time_source
+        self._owns_context = context is None
+        self.context = zmq.Context() if context is None else context
+        self.name = name
+        self.send_hwm = _check_hwm("send_hwm", send_hwm)
+        self.closed = False
+        self._socket = self.context.socket(zmq.PUB)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SNDHWM, 1)  # inproc: subscription hwm is the capacity
+        self.endpoint = f"inproc://{name}-bus-{next(_endpoint_ids)}"
+        self._socket.bind(self.endpoint)
+        self._socket.setsockopt(zmq.SNDHWM, self.send_hwm)  # for later tcp/ipc binds
+        self.endpoints: list[str] = [self.endpoint]
+        self._publishers: dict[str, Publisher] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._probes_sent = 0
+
+    def bind(self, endpoint: str) -> str:
+        """Also serve ``endpoint`` (tcp:// or ipc://); returns the bound address (port filled in)."""
+        if not endpoint.startswith(("tcp://", "ipc://")):
+            raise ValueError(f"bind endpoint must be tcp:// or ipc://, got {endpoint!r}")
+        self._socket.bind(endpoint)
+        bound = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoints.append(bound)
+        return bound
+
+    def publisher(self, source: str) -> Publisher:
+        """The publisher for ``source`` (one per source, so its seq counters are never forked)."""
+        publisher = self._publishers.get(source)
+        if publisher is None:
+            publisher = self._publishers[source] = Publisher(self, source)
+        return publisher
+
+    @property
+    def messages_sent(self) -> int:
+        return sum(p.messages_sent for p in self._publishers.values())
+
+    def subscribe(
+        self,
+        topics: Iterable[str],
+        *,
+        hwm: int = 10_000,
+        policy: str = "queue",
+        name: str = "",
+    ) -> Subscription:
+        """Subscribe to topics: "" or a string ending in "." is a prefix, anything else exact."""
+        if self.closed:
+            raise RuntimeError("subscribe on a closed bus")
+        name = name or f"sub{len(self._subscriptions)}"
+        if name in self._subscriptions:
+            raise ValueError(f"subscription name {name!r} is already used on this bus")
+        baseline = {
+            (source, topic): seq
+            for source, publisher in self._publishers.items()
+            for topic, seq in publisher.seq_counters().items()
+        }
+        socket = self.context.socket(zmq.SUB)
+        try:
+            socket.setsockopt(zmq.RCVHWM, _check_hwm("hwm", hwm))
+            socket.setsockopt(zmq.LINGER, 0)
+            subscription = Subscription(
+                socket, topics, name=name, policy=policy, seq_baseline=baseline, after_read=self._sync_pipes
+            )
+            socket.connect(self.endpoint)
+        except Exception:
+            socket.close(linger=0)
+            raise
+        self._sync_pipes()
+        self._subscriptions[name] = subscription
+        return subscription
+
+    def _sync_pipes(self) -> None:
+        """Make the PUB socket take in its pending pipe commands now.
+
+        ZeroMQ applies a new subscriber's pipe, and the "queue has room again" notice after a
+        reader drains a full queue, only when the publishing socket processes its commands, and
+        ``send`` does that at most once per ~1 ms (a CPU-timestamp throttle). Without this, whether
+        a message right after ``subscribe`` or after an overflow gets through would depend on
+        timing; reading EVENTS processes the commands unthrottled, so delivery depends only on
+        the order of calls.
+        """
+        if not self.closed:
+            self._socket.getsockopt(zmq.EVENTS)
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        return dict(self._subscriptions)
+
+    def settle(self, max_rounds: int = 1000, *, extra: Iterable[Subscription] = (), poll_ms: int = 10) -> int:
+        """Publish probes until every subscription (and ``extra`` ones) has seen one.
+
+        Returns the number of probe rounds used. In-process subscriptions settle at once; tcp
+        peers need real time, so later rounds wait up to ``poll_ms`` per subscription.
+        Raises RuntimeError naming the subscriptions that never settled.
+        """
+        waiting = [s for s in (*self._subscriptions.values(), *extra) if not (s.settled or s.closed)]
+        rounds = 0
+        while waiting:
+            if rounds >= max_rounds:
+                names = ", ".join(s.name for s in waiting)
+                raise RuntimeError(f"bus {self.name!r}: subscriptions never settled after {rounds} probe rounds: {names}")
+            self._socket.send(_PROBE_FRAME_PREFIX + msgpack.packb(self._probes_sent))
+            self._probes_sent += 1
+            timeout_ms = min(rounds, poll_ms)  # first round costs nothing in-process
+            rounds += 1
+            waiting = [s for s in waiting if not s._wait_for_probe(timeout_ms)]
+        return rounds
+
+    def stats(self) -> dict:
+        """Per subscription name: received, dropped per topic, malformed and more."""
+        return {name: s.stats() for name, s in self._subscriptions.items()}
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for subscription in self._subscriptions.values():
+            subscription.close()
+        self._socket.close(linger=0)
+        if self._owns_context:
+            self.context.term()
+
+    def __enter__(self) -> Bus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,138 @@
+"""The onboard telemetry store: every message on the bus, in order, in SQLite (WAL).
+
+One table per telemetry topic (``tlm.eps`` -> ``tlm_eps``) with a column per channel, so a channel
+is one plain query away (``SELECT t_ns, battery_soc FROM tlm_eps``); events go to ``events`` and
+commands and their responses to ``commands``. A column appears when a channel first appears. Every
+row carries the mission time ``t_ns`` (ns since the epoch in ``run_meta``); the ``*_utc`` views add
+ISO 8601 UTC time. The SHA-256 over the raw frames, in arrival order, is the run's telemetry hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from flight.bus import Bus, Message
+from flight.rate_group import TickContext
+
+_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+_RESERVED = ("t_ns", "seq", "source")
+
+
+def _table_name(topic: str) -> str:
+    return _IDENTIFIER.sub("_", topic)
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class TelemetryStore:
+    def __init__(self, bus: Bus, path: Path, meta: dict[str, Any] | None = None,
+                 flush_every_ticks: int = 64, epoch_unix_s: float | None = None) -> None:
+        self.path = Path(path)
+        self._sub = bus.subscribe([""], hwm=1_000_000, name="telemetry-store")
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS run_meta (key TEXT PRIMARY KEY, value TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS events (t_ns INTEGER NOT NULL, seq INTEGER, source TEXT,"
+                         " severity TEXT, name TEXT, text TEXT, fields TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS commands (t_ns INTEGER NOT NULL, seq INTEGER, source TEXT,"
+                         " topic TEXT, body TEXT)")
+        for key, value in (meta or {}).items():
+            self._db.execute("INSERT OR REPLACE INTO run_meta VALUES (?, ?)", (key, json.dumps(value)))
+        self._epoch_unix_s = epoch_unix_s
+        if epoch_unix_s is not None:
+            self._create_utc_view("events")
+            self._create_utc_view("commands")
+        self._db.commit()
+        self._columns: dict[str, list[str]] = {}
+        self._pending: dict[str, list[tuple]] = {}
+        self._flush_every_ticks = flush_every_ticks
+        self._ticks_since_flush = 0
+        self._hash = hashlib.sha256()
+        self.messages_stored = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def run(self, ctx: TickContext | None = None) -> None:
+        for message, raw in self._sub.drain_with_raw():
+            self._hash.update(raw)
+            self._store(message)
+        self._ticks_since_flush += 1
+        if self._ticks_since_flush >= self._flush_every_ticks:
+            self.flush()
+
+    def _store(self, m: Message) -> None:
+        self.messages_stored += 1
+        kind = m.topic.split(".", 1)[0]
+        body = m.body
+        if kind == "evt":
+            extra = {k: v for k, v in body.items() if k not in ("severity", "name", "text")}
+            row = (m.t_ns, m.seq, m.source, body.get("severity"), body.get("name"), body.get("text"),
+                   json.dumps(extra, sort_keys=True, default=str) if extra else None)
+            self._pending.setdefault("events", []).append(row)
+        elif kind in ("cmd", "rsp"):
+            row = (m.t_ns, m.seq, m.source, m.topic, json.dumps(body, sort_keys=True, default=str))
+            self._pending.setdefault("commands", []).append(row)
+        else:
+            table = _table_name(m.topic)
+            columns = self._ensure_table(table, body)
+            row = (m.t_ns, m.seq, m.source, *(_column_value(body.get(c)) for c in columns))
+            self._pending.setdefault(table, []).append(row)
+
+    def _ensure_table(self, table: str, body: dict[str, Any]) -> list[str]:
+        columns = self._columns.get(table)
+        if columns is None:
+            self.flush()
+            columns = []
+            self._db.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (t_ns INTEGER NOT NULL, seq INTEGER, source TEXT)')
+            if self._epoch_unix_s is not None:
+                self._create_utc_view(table)
+            self._columns[table] = columns
+        new = [k for k in body if k not in columns and k not in _RESERVED]
+        if new:
+            # Pending rows were built with the old column list: write them before it grows.
+            self.flush()
+            for key in new:
+                self._db.execute(f'ALTER TABLE "{table}" ADD COLUMN "{key}"')
+                columns.append(key)
+        return columns
+
+    def _create_utc_view(self, table: str) -> None:
+        self._db.execute(
+            f'CREATE VIEW IF NOT EXISTS "{table}_utc" AS SELECT '
+            f"strftime('%Y-%m-%dT%H:%M:%fZ', {self._epoch_unix_s!r} + t_ns / 1e9, 'unixepoch') AS time_utc, * "
+            f'FROM "{table}"'
+        )
+
+    def flush(self) -> None:
+        for table, rows in self._pending.items():
+            if not rows:
+                continue
+            if table == "events":
+                sql = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)"
+            elif table == "commands":
+                sql = "INSERT INTO commands VALUES (?, ?, ?, ?, ?)"
+            else:
+                width = 3 + len(self._columns[table])
+                names = ", ".join(["t_ns", "seq", "source", *(f'"{c}"' for c in self._columns[table])])
+                sql = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * width)})'
+            self._db.executemany(sql, rows)
+        self._pending = {}
+        self._db.commit()
+        self._ticks_since_flush = 0
+
+    def close(self) -> None:
+        self.run()
+        self.flush()
+        self._db.close()

@@ -1,0 +1,213 @@
+"""Software-in-the-loop wiring: the world, the HAL sim backends and the flight software, in one
+process, in lockstep.
+
+This is the one module that knows all three rooms. The simulator is the time master: each base
+tick it steps the world by ``step_s``, advances the flight clock by the same amount and runs one
+scheduler tick. Nothing here reads the wall clock; the caller measures wall time if it wants it.
+
+Frame order (rate group ``frame``, every tick): HAL services publish telemetry sampled at the new
+time -> the power manager decides GPU state and cap -> the training job consumes the work the GPU
+did in the last step, checkpoints if its grant or the eclipse forecast says so, and sets the GPU
+busy or idle -> the EPS and GPU services execute the commands of this frame -> (group ``store``)
+the telemetry store records everything published. A housekeeping group publishes bus and
+scheduler counters every 10 ticks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from flight.bus import Bus
+from flight.checkpoint import CheckpointStore
+from flight.clock import SteppedClock, iso_utc
+from flight.power_manager import PowerManager, PowerManagerConfig
+from flight.rate_group import RateGroup, RateGroupDriver, RateGroupSpec, TickContext
+from flight.telemetry_store import TelemetryStore
+from flight.training.trainer import TrainerConfig
+from flight.training_job import TrainingJob, TrainingJobConfig
+from hal.service import DeviceService
+from hal.sim_backends import SimAccelerator, SimEps, SimGpu, SimNav, SimThermal
+from sim.scenario import Scenario
+from sim.world import World
+
+NS_PER_S = 1_000_000_000
+HOUSEKEEPING_DIVISOR = 10
+
+
+def training_job_config(scenario: Scenario, seed: int, compute: str) -> TrainingJobConfig:
+    t = scenario.training
+    trainer = TrainerConfig(
+        seed=seed, batch_size=t["batch_size"], block_size=t["block_size"], n_layer=t["n_layer"],
+        n_head=t["n_head"], n_embd=t["n_embd"], learning_rate=t["learning_rate"],
+        num_threads=t["num_threads"],
+    )
+    return TrainingJobConfig(
+        compute=compute, step_time_s_at_tdp=t["step_time_s_at_tdp"],
+        checkpoint_interval_steps=t["checkpoint_interval_steps"], checkpoint_lead_s=t["checkpoint_lead_s"],
+        eval_interval_steps=t["eval_interval_steps"], trainer=trainer,
+    )
+
+
+def power_manager_config(scenario: Scenario) -> PowerManagerConfig:
+    return PowerManagerConfig(
+        dod_limit=scenario.battery["dod_limit"],
+        reserve_margin_fraction=scenario.power_manager["reserve_margin_fraction"],
+        min_on_time_s=scenario.power_manager["min_on_time_s"],
+        gpu_idle_power_w=scenario.gpu["idle_power_w"],
+        gpu_boot_time_s=scenario.gpu["boot_time_s"],
+    )
+
+
+@dataclass
+class RunStats:
+    """Truth-side accounting, from the world, independent of what flight software believes."""
+
+    steps: int = 0
+    battery_soc_min: float = 1.0
+    dod_violations: int = 0
+    gpu_die_temp_max_c: float = -math.inf
+
+
+class SilRun:
+    def __init__(self, scenario: Scenario, out_dir: Path, seed: int = 0, compute: str = "real",
+                 text: str | None = None) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.compute = compute
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.world = World(scenario)
+        self.step_s = self.world.step_s
+        self.clock = SteppedClock(epoch_utc=scenario.epoch_utc)
+        self.bus = Bus(self.clock.now_ns, name="sil")
+        self._hk = self.bus.publisher("scheduler")
+
+        noise = bool(scenario.simulation["telemetry_noise"])
+        self.services = {
+            "nav": DeviceService(SimNav(self.world), self.bus),
+            "eps": DeviceService(SimEps(self.world, seed, noise), self.bus),
+            "thermal": DeviceService(SimThermal(self.world, seed, noise), self.bus),
+            "gpu": DeviceService(SimGpu(self.world, seed, noise), self.bus),
+        }
+        self.power_manager = PowerManager(self.bus, power_manager_config(scenario))
+        self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
+        self.training = TrainingJob(self.bus, SimAccelerator(self.world), self.checkpoints,
+                                    training_job_config(scenario, seed, compute), text=text)
+        self.store = TelemetryStore(
+            self.bus, self.out_dir / "telemetry.db",
+            meta={"scenario": scenario.name, "seed": seed, "compute": compute,
+                  "epoch_utc": iso_utc(scenario.epoch_utc), "step_s": self.step_s},
+            epoch_unix_s=scenario.epoch_utc.timestamp(),
+        )
+        frame = [s.publish_telemetry for s in self.services.values()]
+        frame += [self.power_manager.run, self.training.run,
+                  self.services["eps"].execute_commands, self.services["gpu"].execute_commands]
+        self.driver = RateGroupDriver(self.step_s * NS_PER_S, [
+            RateGroup(RateGroupSpec("frame", 1), frame),
+            RateGroup(RateGroupSpec("housekeeping", HOUSEKEEPING_DIVISOR), [self._publish_housekeeping]),
+            RateGroup(RateGroupSpec("store", 1), [self.store.run]),
+        ])
+        self.stats = RunStats()
+        self.bus.settle()
+        self.driver.tick(self.clock.now_ns())  # frame zero: telemetry and a first decision at the epoch
+        self._account()
+        self.finished = False
+
+    @property
+    def t_s(self) -> int:
+        return self.world.t_s
+
+    def step(self) -> None:
+        self.world.step()
+        self.clock.advance(self.step_s * NS_PER_S)
+        self.driver.tick(self.clock.now_ns())
+        self._account()
+
+    def run(self, duration_s: float, progress: Callable[[int], None] | None = None,
+            progress_every_steps: int = 60) -> None:
+        """Run for duration_s simulated seconds (rounded up to whole steps)."""
+        n_steps = math.ceil(duration_s / self.step_s)
+        for i in range(1, n_steps + 1):
+            self.step()
+            if progress is not None and (i % progress_every_steps == 0 or i == n_steps):
+                progress(self.world.t_s)
+
+    def _account(self) -> None:
+        stats = self.stats
+        soc = self.world.battery.soc
+        stats.steps += 1
+        stats.battery_soc_min = min(stats.battery_soc_min, soc)
+        if soc < self.scenario.soc_floor - 1e-12:
+            stats.dod_violations += 1
+        stats.gpu_die_temp_max_c = max(stats.gpu_die_temp_max_c, self.world.thermal.die_temp_c)
+
+    def _publish_housekeeping(self, ctx: TickContext) -> None:
+        bus_stats = self.bus.stats()
+        self._hk.publish("tlm.bus", {
+            "messages_sent": self.bus.messages_sent,
+            "dropped_total": sum(s["dropped_total"] for s in bus_stats.values()),
+            "malformed_total": sum(s["malformed"] for s in bus_stats.values()),
+        })
+        body: dict[str, Any] = {"frame_slips": self.driver.frame_slips, "member_errors": self.driver.error_count}
+        for name, group in self.driver.telemetry().items():
+            body[f"{name}_cycles"] = group["cycles"]
+            body[f"{name}_cycle_slips"] = group["cycle_slips"]
+            body[f"{name}_max_exec_ns"] = group["max_exec_ns"]
+        self._hk.publish("tlm.scheduler", body)
+
+    def finish(self) -> dict[str, Any]:
+        """Flush the store, close the bus and return the run summary (without wall time)."""
+        if not self.finished:
+            self.store.close()
+            self.finished = True
+        weights = self.training.weights_sha256()
+        bus_stats = self.bus.stats()
+        self.bus.close()
+        world, stats = self.world, self.stats
+        epoch = self.scenario.epoch_utc
+        eclipses = [
+            {"start": iso_utc(self.clock.utc_at(round(b * NS_PER_S)), "seconds"),
+             "end": iso_utc(self.clock.utc_at(round(e * NS_PER_S)), "seconds"),
+             "duration_s": round(e - b, 1)}
+            for b, e in world.orbit.umbra_begun_between(0.0, float(world.t_s))
+        ]
+        ledger = world.ledger
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "compute": self.compute,
+            "epoch_utc": iso_utc(epoch, "seconds"),
+            "sim_seconds": world.t_s,
+            "step_s": self.step_s,
+            "eclipses": eclipses,
+            "battery_soc_min": stats.battery_soc_min,
+            "battery_soc_final": world.battery.soc,
+            "dod_limit": self.scenario.battery["dod_limit"],
+            "dod_violations": stats.dod_violations,
+            "energy_wh": {
+                "solar": ledger.solar_wh, "gpu": ledger.gpu_wh, "bus": ledger.bus_wh,
+                "shunted": ledger.shunted_wh, "unserved": ledger.unserved_wh,
+                "battery_losses": world.battery.losses_wh,
+            },
+            "brownout_steps": ledger.brownout_steps,
+            "train_steps": self.training.steps_done,
+            "train_loss_final": self.training.last_loss,
+            "val_loss_final": self.training.last_val_loss,
+            "checkpoints": self.training.checkpoints_saved,
+            "checkpoints_rejected": self.checkpoints.rejected_count,
+            "resumes": self.training.resumes,
+            "preemptions": self.training.preemptions,
+            "gpu_on_cycles": self.power_manager.gpu_on_cycles,
+            "gpu_thermal_trips": world.gpu.thermal_trips,
+            "gpu_die_temp_max_c": stats.gpu_die_temp_max_c,
+            "frame_slips": self.driver.frame_slips,
+            "member_errors": self.driver.error_count,
+            "bus_dropped": sum(s["dropped_total"] for s in bus_stats.values()),
+            "bus_malformed": sum(s["malformed"] for s in bus_stats.values()),
+            "telemetry_messages": self.store.messages_stored,
+            "telemetry_sha256": self.store.sha256,
+            "weights_sha256": weights,
+        }

@@ -1,0 +1,31 @@
+"""Shared fixtures: scenarios derived from the presets with a few keys changed."""
+
+import copy
+import tomllib
+from importlib import resources
+
+import pytest
+
+from sim.scenario import Scenario, parse_scenario
+
+
+def preset_data(name: str) -> dict:
+    return tomllib.loads((resources.files("sim") / "scenarios" / f"{name}.toml").read_text())
+
+
+def scenario_with(name: str, **sections) -> Scenario:
+    """A preset with some keys replaced: scenario_with("starcloud1", training={"n_layer": 1})."""
+    data = copy.deepcopy(preset_data(name))
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return parse_scenario(data, source=f"{name}+overrides")
+
+
+# A small model keeps real-compute tests fast; the code path is the same as the default's.
+SMALL_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch_size": 8,
+               "eval_interval_steps": 50, "checkpoint_interval_steps": 100}
+
+
+@pytest.fixture
+def small_starcloud1():
+    return scenario_with("starcloud1", training=SMALL_MODEL)

@@ -1,0 +1,84 @@
+"""The `sunlit` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sim.scenario import ScenarioError, preset_names
+
+
+def _progress_factory(enabled: bool):
+    def factory(total_s: int):
+        if not enabled:
+            return None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_s, unit="sim s", unit_scale=True, dynamic_ncols=True, leave=False,
+                   desc="simulating")
+        last = [0]
+
+        def update(t_s: int) -> None:
+            bar.update(t_s - last[0])
+            last[0] = t_s
+            if t_s >= total_s:
+                bar.close()
+
+        return update
+
+    return factory
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from tools.run_sim import human_summary, run_simulation
+
+    try:
+        summary = run_simulation(
+            args.scenario, orbits=args.orbits, duration_s=args.duration_s, seed=args.seed,
+            compute=args.compute, out_dir=args.out, report=not args.no_report,
+            progress_factory=_progress_factory(not args.quiet and sys.stderr.isatty() or args.progress),
+        )
+    except ScenarioError as exc:
+        print(f"sunlit sim: {exc}", file=sys.stderr)
+        return 2
+    print(human_summary(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sunlit", description="Onboard runtime and SIL simulator for AI payloads in orbit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("sim", help="simulate orbits with the whole flight stack in the loop",
+                         description="Run a scenario in software-in-the-loop: world, HAL services and flight "
+                                     "software in lockstep. Writes summary.json, telemetry.db and report.png.")
+    sim.add_argument("--scenario", default="starcloud1",
+                     help=f"preset name ({', '.join(preset_names())}) or path to a TOML file (default: starcloud1)")
+    length = sim.add_mutually_exclusive_group()
+    length.add_argument("--orbits", type=float, default=None, help="number of orbits to simulate (default: 1)")
+    length.add_argument("--duration-s", type=float, default=None, help="simulated seconds")
+    sim.add_argument("--seed", type=int, default=0, help="seed for model init, data order and sensor noise")
+    sim.add_argument("--compute", choices=("real", "modeled"), default="real",
+                     help="real: training steps run on this host; modeled: accounted by the GPU model only")
+    sim.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under runs/)")
+    sim.add_argument("--no-report", action="store_true", help="skip report.png")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar")
+    sim.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
+    sim.set_defaults(func=cmd_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "orbits", None) is not None and args.orbits <= 0:
+        print("sunlit sim: --orbits must be > 0", file=sys.stderr)
+        return 2
+    if getattr(args, "duration_s", None) is not None and args.duration_s <= 0:
+        print("sunlit sim: --duration-s must be > 0", file=sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
