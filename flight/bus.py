@@ -710,6 +710,14 @@ class Bus:
         if self._owns_context:
             self.context.term()
 
+    def __del__(self) -> None:
+        # A bus dropped without close() would leave its context to a garbage-collected term(),
+        # which blocks forever on sockets still open: close them first.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn zmq down already
+            pass
+
     def __enter__(self) -> Bus:
         return self
 

@@ -158,6 +158,13 @@ class SilRun:
             body[f"{name}_max_exec_ns"] = group["max_exec_ns"]
         self._hk.publish("tlm.scheduler", body)
 
+    def close(self) -> None:
+        """Release the store and the bus (after finish(), or when a run is abandoned)."""
+        if not self.finished:
+            self.store.close()
+            self.finished = True
+        self.bus.close()
+
     def finish(self) -> dict[str, Any]:
         """Flush the store, close the bus and return the run summary (without wall time)."""
         if not self.finished:

@@ -39,12 +39,15 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario, seed)
     wall_start = time.perf_counter()
     run = SilRun(scenario, out, seed=seed, compute=compute)
-    if duration_s is None:
-        duration_s = (1.0 if orbits is None else orbits) * orbital_period_s(run)
-    n_steps = math.ceil(duration_s / run.step_s)
-    progress = progress_factory(n_steps * run.step_s) if progress_factory is not None else None
-    run.run(duration_s, progress=progress)
-    summary = run.finish()
+    try:
+        if duration_s is None:
+            duration_s = (1.0 if orbits is None else orbits) * orbital_period_s(run)
+        n_steps = math.ceil(duration_s / run.step_s)
+        progress = progress_factory(n_steps * run.step_s) if progress_factory is not None else None
+        run.run(duration_s, progress=progress)
+        summary = run.finish()
+    finally:
+        run.close()
     summary["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
     summary["speedup"] = round(summary["sim_seconds"] / max(summary["wall_seconds"], 1e-9), 1)
     summary["out_dir"] = str(out)
