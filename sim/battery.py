@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sim.validation import check_range
+
 _S_PER_H = 3600.0
 
 
@@ -42,13 +44,7 @@ class BatteryParams:
             ("max_discharge_w", self.max_discharge_w, 0.0, math.inf, True),
         )
         for name, value, lo, hi, lo_open in checks:
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and math.isfinite(value)
-                  and (value > lo if lo_open else value >= lo) and value <= hi)
-            if not ok:
-                bracket = "(" if lo_open else "["
-                raise ValueError(f"{name} must be a finite number in {bracket}{lo:g}, {hi:g}], "
-                                 f"got {value!r}")
+            check_range(name, value, lo, hi, lo_open)
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """Skyfield timescale and planetary ephemeris, both from installed files: never the network.
 
-`load('de421.bsp')` and a non-built-in timescale would try to download; the timescale here uses
+Loading de421 by bare file name, or a non-built-in timescale, would try to download; the timescale here uses
 skyfield's built-in leap-second and Delta T tables, and the ephemeris is the de421.bsp shipped in
 the skyfield-data package, opened by path.
 """

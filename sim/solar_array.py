@@ -15,13 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sim.constants import SOLAR_CONSTANT_W_M2
-
-
-def _check_range(name: str, value: float, lo: float, hi: float, lo_open: bool) -> None:
-    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and value <= hi
-    if not ok:
-        bracket = "(" if lo_open else "["
-        raise ValueError(f"{name} must be in {bracket}{lo:g}, {hi:g}], got {value!r}")
+from sim.validation import check_range
 
 
 @dataclass(frozen=True)
@@ -32,10 +26,10 @@ class SolarArrayParams:
     pointing_cos: float = 1.0  # cosine of the Sun's angle off the array normal; 1.0: sun-pointing
 
     def __post_init__(self) -> None:
-        _check_range("area_m2", self.area_m2, 0.0, math.inf, lo_open=True)
-        _check_range("cell_efficiency", self.cell_efficiency, 0.0, 1.0, lo_open=True)
-        _check_range("packing_factor", self.packing_factor, 0.0, 1.0, lo_open=True)
-        _check_range("pointing_cos", self.pointing_cos, 0.0, 1.0, lo_open=False)
+        check_range("area_m2", self.area_m2, 0.0, math.inf, lo_open=True)
+        check_range("cell_efficiency", self.cell_efficiency, 0.0, 1.0, lo_open=True)
+        check_range("packing_factor", self.packing_factor, 0.0, 1.0, lo_open=True)
+        check_range("pointing_cos", self.pointing_cos, 0.0, 1.0, lo_open=False)
 
     @property
     def power_at_1au_w(self) -> float:

@@ -52,6 +52,7 @@ from sim.constants import (
     SOLAR_CONSTANT_W_M2,
     STEFAN_BOLTZMANN_W_M2_K4,
 )
+from sim.validation import check_range
 
 T_SPACE_K = 2.7  # cosmic background
 KELVIN_OFFSET = 273.15
@@ -89,14 +90,7 @@ class ThermalParams:
             ("initial_temp_c", -KELVIN_OFFSET, inf, True),
         )
         for name, lo, hi, lo_open in checks:
-            value = getattr(self, name)
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and math.isfinite(value)
-                  and (value > lo if lo_open else value >= lo) and value <= hi)
-            if not ok:
-                bracket = "(" if lo_open else "["
-                raise ValueError(f"{name} must be a finite number in {bracket}{lo:g}, {hi:g}], "
-                                 f"got {value!r}")
+            check_range(name, getattr(self, name), lo, hi, lo_open)
 
 
 def earth_view_factor(params: ThermalParams, altitude_km: float) -> float:
