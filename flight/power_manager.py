@@ -17,9 +17,15 @@ Policy (energy bookkeeping over the predicted eclipse schedule):
 - Hysteresis against flapping: the GPU is switched on only if it can run for ``min_on_time_s``,
   and the boot energy is charged to the payload budget.
 
-The manager publishes its decision on ``tlm.power`` (read by payload jobs in the same frame, before
-the GPU command executes, so a job can checkpoint before the power goes) and commands the EPS load
-switch and the GPU power cap only when they must change.
+The energy allowance of a frame is what the GPU may draw in it at the decided cap; payload jobs'
+declared demand (``demand_kind``, ``demand_priority``, ``demand_ref_s`` in their telemetry) is
+admitted against it in priority order (``flight.admission``), within what the operating mode
+permits (``flight.modes``). The GPU stays off when the mode permits nothing or nothing permitted is
+wanted.
+
+The manager publishes its decision and grants on ``tlm.power`` (read by payload jobs in the same
+frame, before the GPU command executes, so a job can checkpoint before the power goes) and commands
+the EPS load switch and the GPU power cap only when they must change.
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flight.admission import GpuPerformanceModel, JobDemand, admit
 from flight.bus import Bus
 from flight.events import EventReporter
+from flight.modes import PERMITTED_WORK
 from flight.rate_group import TickContext
 
 # Caps are commanded in steps of this size: NVML takes integer milliwatts, and re-commanding a cap
@@ -55,6 +63,9 @@ class PowerManagerConfig:
     # Through a penumbra a running GPU rides on the battery instead of flapping off and on, if the
     # battery holds this many seconds at the minimum cap above the floor.
     ride_through_s: float = 120.0
+    performance: GpuPerformanceModel = GpuPerformanceModel()
+    # Telemetry topics of the payload jobs, whose demand (kind, priority, work wanted) is admitted.
+    job_topics: tuple[str, ...] = ("tlm.training", "tlm.inference")
 
 
 @dataclass(frozen=True)
@@ -71,13 +82,14 @@ class PowerManager:
         self.config = config
         self._pub = bus.publisher("power")
         self._events = EventReporter(bus, "power")
-        self._tlm = bus.subscribe(["tlm.eps", "tlm.nav", "tlm.gpu", "tlm.thermal"], policy="latest",
-                                  name="power-manager")
+        self._tlm = bus.subscribe(["tlm.eps", "tlm.nav", "tlm.gpu", "tlm.modes", *config.job_topics],
+                                  policy="latest", name="power-manager")
         self._responses = bus.subscribe(["rsp.eps", "rsp.gpu"], name="power-manager-responses")
         self._command_id = 0
         self._gpu_on_commanded: bool | None = None
         self._last_reason = ""
         self.decision: PowerDecision | None = None
+        self.grants: dict[str, float] = {}
         self.commands_sent = 0
         self.command_failures = 0
         self.gpu_on_cycles = 0
@@ -91,14 +103,44 @@ class PowerManager:
         eps, nav, gpu = (self._tlm.latest(t) for t in ("tlm.eps", "tlm.nav", "tlm.gpu"))
         if eps is None or nav is None or gpu is None:
             return  # not all inputs have arrived yet: command nothing
+        frame_s = ctx.period_ns / 1e9
+        modes = self._tlm.latest("tlm.modes")
+        mode = modes.body.get("mode") if modes is not None else "NOMINAL"
+        permitted = PERMITTED_WORK.get(mode, ())
         try:
-            decision = self.decide(eps.body, nav.body, gpu.body, ctx.period_ns / 1e9)
+            demands = self._demands()
+            decision = self.decide(eps.body, nav.body, gpu.body, frame_s)
         except (KeyError, TypeError, ValueError) as exc:
             self.input_errors += 1
+            demands = []
             decision = PowerDecision(False, 0.0, 0.0, 0.0, f"bad telemetry, GPU off for safety: {exc}")
+        wanted = [d for d in demands if d.kind in permitted and d.work_ref_s > 0.0]
+        if decision.gpu_on and not permitted:
+            decision = PowerDecision(False, 0.0, decision.payload_power_w, decision.spendable_wh,
+                                     f"mode {mode}: no payload work permitted")
+        elif decision.gpu_on and not wanted:
+            decision = PowerDecision(False, 0.0, decision.payload_power_w, decision.spendable_wh,
+                                     "no admissible payload demand")
+        grants = []
+        if decision.gpu_on:
+            grants = admit(wanted, cap_w=decision.cap_w, frame_s=frame_s,
+                           allowance_wh=decision.cap_w * frame_s / 3600.0, permitted_kinds=permitted,
+                           model=self.config.performance)
+        self.grants = {g.name: g.seconds for g in grants}
         self.decision = decision
-        self._publish(decision)
+        self._publish(decision, mode, frame_s)
         self._actuate(decision, gpu.body)
+
+    def _demands(self) -> list[JobDemand]:
+        demands = []
+        for topic in self.config.job_topics:
+            message = self._tlm.latest(topic)
+            if message is None or message.body.get("demand_ref_s") is None:
+                continue
+            body = message.body
+            demands.append(JobDemand(name=topic.split(".", 1)[1], kind=body["demand_kind"],
+                                     priority=int(body["demand_priority"]), work_ref_s=float(body["demand_ref_s"])))
+        return demands
 
     def decide(self, eps: dict[str, Any], nav: dict[str, Any], gpu: dict[str, Any], dt_s: float) -> PowerDecision:
         cfg = self.config
@@ -178,13 +220,15 @@ class PowerManager:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def _publish(self, d: PowerDecision) -> None:
+    def _publish(self, d: PowerDecision, mode: str, frame_s: float) -> None:
         self._pub.publish("tlm.power", {
             "gpu_on": d.gpu_on,
             "cap_w": d.cap_w,
             "payload_power_w": d.payload_power_w,
+            "allowance_wh": d.cap_w * frame_s / 3600.0 if d.gpu_on else 0.0,
             "spendable_wh": d.spendable_wh,
-            "train_allowed": d.gpu_on,
+            "mode": mode,
+            "grants": self.grants,
             "reason": d.reason,
             "gpu_on_cycles": self.gpu_on_cycles,
             "commands_sent": self.commands_sent,

@@ -19,6 +19,7 @@ Partial progress toward the next step is lost on preemption (at most one step of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ from flight.rate_group import TickContext
 from flight.training.trainer import Trainer, TrainerConfig
 
 COMPUTE_MODES = ("real", "modeled")
+# Training yields to inference (lower runs first) and always wants as much work as it can get.
+TRAINING_PRIORITY = 10
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class TrainingJobConfig:
 
 
 class TrainingJob:
+    name = "training"
+
     def __init__(self, bus: Bus, device: ComputeDevice, checkpoints: CheckpointStore,
                  config: TrainingJobConfig, text: str | None = None) -> None:
         self.config = config
@@ -102,7 +107,8 @@ class TrainingJob:
         self._inputs.drain()
         grant = self._inputs.latest("tlm.power")
         nav = self._inputs.latest("tlm.nav")
-        allowed = bool(grant.body.get("train_allowed")) if grant is not None else False
+        grants = grant.body.get("grants") if grant is not None else None
+        allowed = isinstance(grants, dict) and (grants.get(self.name) or 0) > 0
         t_s = ctx.t_ns / 1e9
 
         work_ref_s = self.device.take_work_ref_s()
@@ -216,4 +222,7 @@ class TrainingJob:
             "checkpoints_rejected": self.checkpoints.rejected_count,
             "resumes": self.resumes,
             "preemptions": self.preemptions,
+            "demand_kind": "training",
+            "demand_priority": TRAINING_PRIORITY,
+            "demand_ref_s": math.inf,
         })

@@ -7,18 +7,10 @@ their bus services.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
-CommandHandler = Callable[[dict[str, Any]], None]
-
-
-class CommandRejected(Exception):
-    """A command could not be executed; status is a terminal response code."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+# Commands are validated and answered by flight.command_server; devices only supply handlers.
+from flight.command_server import CommandHandler, CommandRejected, require_number  # noqa: E402,F401
 
 
 class Device(Protocol):
@@ -45,15 +37,3 @@ class ThermalSensors(Device, Protocol):
 
 class NavReceiver(Device, Protocol):
     """Position and the predicted eclipse schedule (a GNSS receiver plus onboard propagator)."""
-
-
-def require_number(args: dict[str, Any], key: str, lo: float, hi: float) -> float:
-    """Validate one numeric argument, naming it and its valid range on rejection."""
-    if key not in args:
-        raise CommandRejected("FORMAT_ERROR", f"missing argument {key!r}")
-    value = args[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CommandRejected("FORMAT_ERROR", f"argument {key!r} must be a number, got {type(value).__name__}")
-    if not lo <= value <= hi:
-        raise CommandRejected("VALIDATION_ERROR", f"argument {key!r}={value!r} out of range [{lo:g}, {hi:g}]")
-    return float(value)

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from flight.admission import GpuPerformanceModel
 from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
 from flight.clock import SteppedClock, iso_utc
+from flight.modes import ModeConfig, ModeManager
 from flight.power_manager import PowerManager, PowerManagerConfig
 from flight.rate_group import RateGroup, RateGroupDriver, RateGroupSpec, TickContext
 from flight.telemetry_store import TelemetryStore
@@ -31,7 +33,7 @@ from flight.training_job import TrainingJob, TrainingJobConfig
 from hal.service import DeviceService
 from hal.sim_backends import SimAccelerator, SimEps, SimGpu, SimNav, SimThermal
 from sim.scenario import Scenario
-from sim.world import World
+from sim.world import World, gpu_params
 
 NS_PER_S = 1_000_000_000
 HOUSEKEEPING_DIVISOR = 10
@@ -58,6 +60,9 @@ def power_manager_config(scenario: Scenario) -> PowerManagerConfig:
         min_on_time_s=scenario.power_manager["min_on_time_s"],
         gpu_idle_power_w=scenario.gpu["idle_power_w"],
         gpu_boot_time_s=scenario.gpu["boot_time_s"],
+        performance=GpuPerformanceModel(
+            idle_power_w=scenario.gpu["idle_power_w"], tdp_w=scenario.gpu["tdp_w"],
+            throughput_exponent=gpu_params(scenario).throughput_exponent),
     )
 
 
@@ -92,6 +97,7 @@ class SilRun:
             "thermal": DeviceService(SimThermal(self.world, seed, noise), self.bus),
             "gpu": DeviceService(SimGpu(self.world, seed, noise), self.bus),
         }
+        self.modes = ModeManager(self.bus, ModeConfig(dod_limit=scenario.battery["dod_limit"]))
         self.power_manager = PowerManager(self.bus, power_manager_config(scenario))
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
         self.training = TrainingJob(self.bus, SimAccelerator(self.world), self.checkpoints,
@@ -103,7 +109,7 @@ class SilRun:
             epoch_unix_s=scenario.epoch_utc.timestamp(),
         )
         frame = [s.publish_telemetry for s in self.services.values()]
-        frame += [self.power_manager.run, self.training.run,
+        frame += [self.modes.run, self.power_manager.run, self.training.run,
                   self.services["eps"].execute_commands, self.services["gpu"].execute_commands]
         self.driver = RateGroupDriver(self.step_s * NS_PER_S, [
             RateGroup(RateGroupSpec("frame", 1), frame),

@@ -58,7 +58,7 @@ class Rig:
         self.bus.settle()
 
     def frame(self, allowed=True, umbra_in_s=None):
-        self.ground.publish("tlm.power", {"train_allowed": allowed})
+        self.ground.publish("tlm.power", {"grants": {"training": 1.0} if allowed else {}})
         self.ground.publish("tlm.nav", {"in_umbra": False, "umbra_start_in_s": umbra_in_s})
         self.job.run(TickContext(tick=self.t_s, t_ns=self.t_s * 10**9, period_ns=10**9))
         self.t_s += 1

@@ -90,13 +90,13 @@ def test_undecodable_frame_is_counted_not_raised(rig):
     # Inject through a second PUB bound in-process that the command subscription also listens to.
     endpoint = "inproc://hal-test-raw"
     raw.bind(endpoint)
-    gpu._commands.connect(endpoint)
+    gpu.commands.subscription.connect(endpoint)
     for _ in range(50):
         raw.send(b"cmd.gpu\x00" + b"\xc1not msgpack")
-        if gpu._commands.poll(10):
+        if gpu.commands.subscription.poll(10):
             break
     gpu.execute_commands()
-    assert gpu._commands.malformed >= 1
+    assert gpu.commands.subscription.malformed >= 1
     send(ground, gpu, "NOOP", command_id=4)
     assert [m.body["status"] for m in responses.drain()] == ["OK"]
     raw.close(linger=0)
