@@ -44,6 +44,9 @@ class ModeConfig:
     # EPS telemetry older than this means the power state is unknown: SAFE.
     telemetry_timeout_s: float = 10.0
     initial_mode: str = "NOMINAL"
+    # Off only to judge a power policy on its own (tools/policies.py): a policy that breaks the
+    # floor would otherwise be latched in SAFE for the rest of the comparison.
+    safe_below_floor: bool = True
 
     def __post_init__(self) -> None:
         if self.initial_mode not in MODES:
@@ -104,7 +107,7 @@ class ModeManager:
             self._gpu_trips_seen = trips
         if self.mode == "SAFE":
             return
-        if soc < floor:
+        if soc < floor and self.config.safe_below_floor:
             self._enter("SAFE", f"battery SoC {soc:.1%} below the DoD floor {floor:.0%}")
         elif self.mode == "NOMINAL" and soc < floor + self.config.low_power_soc_margin:
             self._enter("LOW_POWER", f"battery SoC {soc:.1%} within {self.config.low_power_soc_margin:.1%} of the floor")

@@ -64,8 +64,17 @@ class PowerManagerConfig:
     # battery holds this many seconds at the minimum cap above the floor.
     ride_through_s: float = 120.0
     performance: GpuPerformanceModel = GpuPerformanceModel()
+    # "manager": the policy above. The baselines it is compared with (tools/policies.py):
+    # "always_on": full cap until the battery reaches its floor, back on once it has recovered by
+    # baseline_hysteresis_fraction; "sunlight_fixed": a fixed cap in sunlight, off in eclipse.
+    policy: str = "manager"
+    baseline_fixed_cap_w: float = 450.0
+    baseline_hysteresis_fraction: float = 0.05
     # Telemetry topics of the payload jobs, whose demand (kind, priority, work wanted) is admitted.
     job_topics: tuple[str, ...] = ("tlm.training", "tlm.inference")
+
+
+POLICIES = ("manager", "always_on", "sunlight_fixed")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class PowerDecision:
 
 class PowerManager:
     def __init__(self, bus: Bus, config: PowerManagerConfig) -> None:
+        if config.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {config.policy!r}")
         self.config = config
         self._pub = bus.publisher("power")
         self._events = EventReporter(bus, "power")
@@ -143,6 +154,34 @@ class PowerManager:
         return demands
 
     def decide(self, eps: dict[str, Any], nav: dict[str, Any], gpu: dict[str, Any], dt_s: float) -> PowerDecision:
+        if self.config.policy == "always_on":
+            return self._decide_always_on(eps, gpu)
+        if self.config.policy == "sunlight_fixed":
+            return self._decide_sunlight_fixed(eps, nav, gpu)
+        return self._decide_manager(eps, nav, gpu, dt_s)
+
+    def _decide_always_on(self, eps: dict[str, Any], gpu: dict[str, Any]) -> PowerDecision:
+        capacity_wh = float(eps["battery_capacity_wh"])
+        energy_wh = float(eps["battery_soc"]) * capacity_wh
+        floor_wh = (1.0 - self.config.dod_limit) * capacity_wh
+        resume_wh = floor_wh + self.config.baseline_hysteresis_fraction * capacity_wh
+        on = energy_wh > (floor_wh if gpu["state"] != "off" else resume_wh)
+        cap_w = float(gpu["power_limit_max_w"]) if on else 0.0
+        return PowerDecision(on, cap_w, cap_w, energy_wh - floor_wh,
+                             "baseline always-on: full cap" if on else "baseline always-on: battery at its floor")
+
+    def _decide_sunlight_fixed(self, eps: dict[str, Any], nav: dict[str, Any], gpu: dict[str, Any]) -> PowerDecision:
+        capacity_wh = float(eps["battery_capacity_wh"])
+        energy_wh = float(eps["battery_soc"]) * capacity_wh
+        floor_wh = (1.0 - self.config.dod_limit) * capacity_wh
+        on = not nav["in_umbra"] and energy_wh > floor_wh
+        cap_w = min(max(self.config.baseline_fixed_cap_w, float(gpu["power_limit_min_w"])),
+                    float(gpu["power_limit_max_w"])) if on else 0.0
+        return PowerDecision(on, cap_w, cap_w, energy_wh - floor_wh,
+                             "baseline sunlight-only: fixed cap" if on else "baseline sunlight-only: eclipse")
+
+    def _decide_manager(self, eps: dict[str, Any], nav: dict[str, Any], gpu: dict[str, Any],
+                        dt_s: float) -> PowerDecision:
         cfg = self.config
         capacity_wh = float(eps["battery_capacity_wh"])
         energy_wh = float(eps["battery_soc"]) * capacity_wh

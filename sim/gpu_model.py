@@ -109,6 +109,7 @@ class GpuPlant:
         self._throttled = False
         self.thermal_trips = 0
         self.on_off_cycles = 0
+        self.busy_energy_j = 0.0  # energy drawn while doing work: the payload's useful energy
 
     # -- state ----------------------------------------------------------------------------
 
@@ -226,6 +227,7 @@ class GpuPlant:
         cap_w = self.effective_cap_w(die_temp_c)
         self._throttled = cap_w < self._cap_w
         self._work_ref_s += throughput_fraction(p, cap_w) * busy_s
+        self.busy_energy_j += cap_w * busy_s
         power_w = (idle_w * (dt_s - busy_s) + cap_w * busy_s) / dt_s
         self._power_w = power_w
         return power_w

@@ -53,8 +53,9 @@ def training_job_config(scenario: Scenario, seed: int, compute: str) -> Training
     )
 
 
-def power_manager_config(scenario: Scenario) -> PowerManagerConfig:
+def power_manager_config(scenario: Scenario, policy: str = "manager") -> PowerManagerConfig:
     return PowerManagerConfig(
+        policy=policy,
         dod_limit=scenario.battery["dod_limit"],
         reserve_margin_fraction=scenario.power_manager["reserve_margin_fraction"],
         min_on_time_s=scenario.power_manager["min_on_time_s"],
@@ -78,7 +79,7 @@ class RunStats:
 
 class SilRun:
     def __init__(self, scenario: Scenario, out_dir: Path, seed: int = 0, compute: str = "real",
-                 text: str | None = None) -> None:
+                 text: str | None = None, policy: str = "manager") -> None:
         self.scenario = scenario
         self.seed = seed
         self.compute = compute
@@ -97,8 +98,9 @@ class SilRun:
             "thermal": DeviceService(SimThermal(self.world, seed, noise), self.bus),
             "gpu": DeviceService(SimGpu(self.world, seed, noise), self.bus),
         }
-        self.modes = ModeManager(self.bus, ModeConfig(dod_limit=scenario.battery["dod_limit"]))
-        self.power_manager = PowerManager(self.bus, power_manager_config(scenario))
+        self.modes = ModeManager(self.bus, ModeConfig(dod_limit=scenario.battery["dod_limit"],
+                                                      safe_below_floor=policy == "manager"))
+        self.power_manager = PowerManager(self.bus, power_manager_config(scenario, policy))
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
         self.training = TrainingJob(self.bus, SimAccelerator(self.world), self.checkpoints,
                                     training_job_config(scenario, seed, compute), text=text)
@@ -204,6 +206,7 @@ class SilRun:
                 "solar": ledger.solar_wh, "gpu": ledger.gpu_wh, "bus": ledger.bus_wh,
                 "shunted": ledger.shunted_wh, "unserved": ledger.unserved_wh,
                 "battery_losses": world.battery.losses_wh,
+                "gpu_busy": world.gpu.busy_energy_j / 3600.0,
             },
             "brownout_steps": ledger.brownout_steps,
             "train_steps": self.training.steps_done,
