@@ -130,7 +130,9 @@ def run_policy(scenario: Scenario, policy: str, duration_s: float, seed: int = 0
 
 def oracle_inputs(scenario: Scenario, solar_w: np.ndarray, step_s: int) -> OracleInputs:
     per = ORACLE_INTERVAL_S // step_s
-    usable = len(solar_w) - len(solar_w) % per
+    if len(solar_w) % per:
+        raise ValueError(f"{len(solar_w)} steps are not whole {ORACLE_INTERVAL_S} s oracle intervals")
+    usable = len(solar_w)
     battery = scenario.battery
     return OracleInputs(
         solar_w=solar_w[:usable].reshape(-1, per).mean(axis=1),
@@ -148,12 +150,14 @@ def oracle_inputs(scenario: Scenario, solar_w: np.ndarray, step_s: int) -> Oracl
 
 
 def whole_orbits_s(scenario: Scenario, at_least_s: float) -> float:
-    """The shortest whole number of orbits lasting at least at_least_s, in seconds (whole steps)."""
+    """The shortest whole number of orbits lasting at least at_least_s, rounded up to whole oracle
+    intervals (which are whole steps)."""
     from sim.world import make_propagator
 
     period_s = 2.0 * np.pi / make_propagator(scenario).satrec.no_kozai * 60.0
-    step_s = scenario.simulation["step_s"]
-    return float(round(np.ceil(at_least_s / period_s) * period_s / step_s) * step_s)
+    # Whole oracle intervals too, so that the oracle sees every second the policies fly.
+    interval_s = ORACLE_INTERVAL_S
+    return float(np.ceil(np.ceil(at_least_s / period_s) * period_s / interval_s) * interval_s)
 
 
 def compare_policies(preset: str | Scenario, duration_s: float = 86400.0, seed: int = 0,

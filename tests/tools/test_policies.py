@@ -46,3 +46,12 @@ def test_oracle_bounds_every_policy_and_the_manager_keeps_the_floor():
     assert policies["manager"]["dod_violations"] == 0
     # Running flat out until the floor leaves the bus nothing for the rest of the eclipse.
     assert policies["always_on"]["dod_violations"] > 0
+
+
+def test_oracle_bounds_the_manager_without_eclipses():
+    # Dawn-dusk in November: no eclipse, the GPU at full cap all along except its first boot;
+    # the oracle must still be at least what the manager delivered.
+    comparison = compare_policies(scenario_with("dawn-dusk-650"), duration_s=3000.0, policies=("manager",))
+    manager = comparison["policies"]["manager"]
+    assert manager["payload_wh"] <= comparison["oracle_wh"] * (1 + 1e-9)
+    assert manager["vs_oracle"] > 0.9  # only the boot and the first frame are lost
