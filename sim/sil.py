@@ -24,6 +24,8 @@ from flight.admission import GpuPerformanceModel
 from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
 from flight.clock import SteppedClock, iso_utc
+from flight.compute import SharedCompute
+from flight.inference_job import InferenceJob, InferenceJobConfig
 from flight.modes import ModeConfig, ModeManager
 from flight.power_manager import PowerManager, PowerManagerConfig
 from flight.rate_group import RateGroup, RateGroupDriver, RateGroupSpec, TickContext
@@ -102,7 +104,10 @@ class SilRun:
                                                       safe_below_floor=policy == "manager"))
         self.power_manager = PowerManager(self.bus, power_manager_config(scenario, policy))
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
-        self.training = TrainingJob(self.bus, SimAccelerator(self.world), self.checkpoints,
+        self.shared_compute = SharedCompute(SimAccelerator(self.world))
+        self.inference = InferenceJob(self.bus, self.shared_compute.handle("inference"), self.checkpoints,
+                                      InferenceJobConfig(compute=compute), text=text)
+        self.training = TrainingJob(self.bus, self.shared_compute.handle("training"), self.checkpoints,
                                     training_job_config(scenario, seed, compute), text=text)
         self.store = TelemetryStore(
             self.bus, self.out_dir / "telemetry.db",
@@ -111,7 +116,7 @@ class SilRun:
             epoch_unix_s=scenario.epoch_utc.timestamp(),
         )
         frame = [s.publish_telemetry for s in self.services.values()]
-        frame += [self.modes.run, self.power_manager.run, self.training.run,
+        frame += [self.modes.run, self.power_manager.run, self.shared_compute.collect, self.inference.run, self.training.run,
                   self.services["eps"].execute_commands, self.services["gpu"].execute_commands]
         self.driver = RateGroupDriver(self.step_s * NS_PER_S, [
             RateGroup(RateGroupSpec("frame", 1), frame),
@@ -215,6 +220,7 @@ class SilRun:
             "checkpoints": self.training.checkpoints_saved,
             "checkpoints_rejected": self.checkpoints.rejected_count,
             "resumes": self.training.resumes,
+            "inference_answered": self.inference.answered,
             "preemptions": self.training.preemptions,
             "gpu_on_cycles": self.power_manager.gpu_on_cycles,
             "gpu_thermal_trips": world.gpu.thermal_trips,
