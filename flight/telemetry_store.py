@@ -27,8 +27,11 @@ def _table_name(topic: str) -> str:
     return _IDENTIFIER.sub("_", topic)
 
 
+_SCALARS = (bool, int, float, str, type(None))
+
+
 def _column_value(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, str)) or value is None:
+    if type(value) in _SCALARS:
         return value
     return json.dumps(value, sort_keys=True, default=str)
 
@@ -54,6 +57,8 @@ class TelemetryStore:
             self._create_utc_view("commands")
         self._db.commit()
         self._columns: dict[str, list[str]] = {}
+        self._known_keys: dict[str, frozenset[str]] = {}
+        self._tables: dict[str, str] = {}  # topic -> table
         self._pending: dict[str, list[tuple]] = {}
         self._flush_every_ticks = flush_every_ticks
         self._ticks_since_flush = 0
@@ -85,10 +90,16 @@ class TelemetryStore:
             row = (m.t_ns, m.seq, m.source, m.topic, json.dumps(body, sort_keys=True, default=str))
             self._pending.setdefault("commands", []).append(row)
         else:
-            table = _table_name(m.topic)
-            columns = self._ensure_table(table, body)
-            row = (m.t_ns, m.seq, m.source, *(_column_value(body.get(c)) for c in columns))
-            self._pending.setdefault(table, []).append(row)
+            table = self._tables.get(m.topic)
+            if table is None:
+                table = self._tables[m.topic] = _table_name(m.topic)
+            known = self._known_keys.get(table)
+            columns = self._columns[table] if known is not None and body.keys() <= known \
+                else self._ensure_table(table, body)
+            values = [body.get(c) for c in columns]
+            if not all(type(v) in _SCALARS for v in values):
+                values = [_column_value(v) for v in values]
+            self._pending[table].append((m.t_ns, m.seq, m.source, *values))
 
     def _ensure_table(self, table: str, body: dict[str, Any]) -> list[str]:
         columns = self._columns.get(table)
@@ -106,6 +117,8 @@ class TelemetryStore:
             for key in new:
                 self._db.execute(f'ALTER TABLE "{table}" ADD COLUMN "{key}"')
                 columns.append(key)
+        self._known_keys[table] = frozenset(columns) | frozenset(_RESERVED)
+        self._pending.setdefault(table, [])
         return columns
 
     def _create_utc_view(self, table: str) -> None:
@@ -128,7 +141,7 @@ class TelemetryStore:
                 names = ", ".join(["t_ns", "seq", "source", *(f'"{c}"' for c in self._columns[table])])
                 sql = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * width)})'
             self._db.executemany(sql, rows)
-        self._pending = {}
+        self._pending = {table: [] for table in self._pending}
         self._db.commit()
         self._ticks_since_flush = 0
 
