@@ -5,12 +5,13 @@ This is the one module that knows all three rooms. The simulator is the time mas
 tick it steps the world by ``step_s``, advances the flight clock by the same amount and runs one
 scheduler tick. Nothing here reads the wall clock; the caller measures wall time if it wants it.
 
-Frame order (rate group ``frame``, every tick): HAL services publish telemetry sampled at the new
-time -> the power manager decides GPU state and cap -> the training job consumes the work the GPU
-did in the last step, checkpoints if its grant or the eclipse forecast says so, and sets the GPU
-busy or idle -> the EPS and GPU services execute the commands of this frame -> (group ``store``)
-the telemetry store records everything published. A housekeeping group publishes bus and
-scheduler counters every 10 ticks.
+The rate groups are data, in ``flight/schedules/sil.toml``. Frame order (group ``frame``, every
+tick): HAL services publish telemetry sampled at the new time -> the mode manager applies faults
+and mode commands -> the power manager decides GPU state and cap and admits payload work -> the
+GPU's work of the last step is shared out, inference first, then training, which checkpoints if
+its grant or the eclipse forecast says so -> the EPS and GPU services execute the frame's commands
+-> (group ``store``) the telemetry store records everything published. A housekeeping group
+publishes bus and scheduler counters every 10 ticks.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from flight.compute import SharedCompute
 from flight.inference_job import InferenceJob, InferenceJobConfig
 from flight.modes import ModeConfig, ModeManager
 from flight.power_manager import PowerManager, PowerManagerConfig
-from flight.rate_group import RateGroup, RateGroupDriver, RateGroupSpec, TickContext
+from flight.events import EventReporter
+from flight.rate_group import TickContext
+from flight.schedule_table import default_sil_table
 from flight.telemetry_store import TelemetryStore
 from flight.training.trainer import TrainerConfig
 from flight.training_job import TrainingJob, TrainingJobConfig
@@ -38,7 +41,6 @@ from sim.scenario import Scenario
 from sim.world import World, gpu_params
 
 NS_PER_S = 1_000_000_000
-HOUSEKEEPING_DIVISOR = 10
 
 
 def training_job_config(scenario: Scenario, seed: int, compute: str) -> TrainingJobConfig:
@@ -115,14 +117,28 @@ class SilRun:
                   "epoch_utc": iso_utc(scenario.epoch_utc), "step_s": self.step_s},
             epoch_unix_s=scenario.epoch_utc.timestamp(),
         )
-        frame = [s.publish_telemetry for s in self.services.values()]
-        frame += [self.modes.run, self.power_manager.run, self.shared_compute.collect, self.inference.run, self.training.run,
-                  self.services["eps"].execute_commands, self.services["gpu"].execute_commands]
-        self.driver = RateGroupDriver(self.step_s * NS_PER_S, [
-            RateGroup(RateGroupSpec("frame", 1), frame),
-            RateGroup(RateGroupSpec("housekeeping", HOUSEKEEPING_DIVISOR), [self._publish_housekeeping]),
-            RateGroup(RateGroupSpec("store", 1), [self.store.run]),
-        ])
+        # Rate groups are data (flight/schedules/sil.toml); this registry is all the wiring.
+        registry = {
+            "nav.publish": self.services["nav"].publish_telemetry,
+            "eps.publish": self.services["eps"].publish_telemetry,
+            "thermal.publish": self.services["thermal"].publish_telemetry,
+            "gpu.publish": self.services["gpu"].publish_telemetry,
+            "modes.run": self.modes.run,
+            "power.run": self.power_manager.run,
+            "compute.collect": self.shared_compute.collect,
+            "inference.run": self.inference.run,
+            "payload.run": self.training.run,
+            "eps.commands": self.services["eps"].execute_commands,
+            "gpu.commands": self.services["gpu"].execute_commands,
+            "housekeeping.publish": self._publish_housekeeping,
+            "store.run": self.store.run,
+        }
+        self.schedule = default_sil_table()
+        # The simulator is the time master: one base tick per world step, whatever the table's
+        # nominal period. Slip, skip and table-switch events go out on evt.scheduler.
+        self._scheduler_events = EventReporter(self.bus, "scheduler")
+        self.driver = self.schedule.build_driver(
+            registry, base_period_ns=self.step_s * NS_PER_S, on_event=self._scheduler_events.emit)
         self.stats = RunStats()
         self.bus.settle()
         self.driver.tick(self.clock.now_ns())  # frame zero: telemetry and a first decision at the epoch
@@ -164,8 +180,10 @@ class SilRun:
             "dropped_total": sum(s["dropped_total"] for s in bus_stats.values()),
             "malformed_total": sum(s["malformed"] for s in bus_stats.values()),
         })
-        body: dict[str, Any] = {"frame_slips": self.driver.frame_slips, "member_errors": self.driver.error_count}
+        body: dict[str, Any] = {"frame_slips": self.driver.frame_slips, "member_errors": self.driver.error_count,
+                                "skipped_ticks": self.driver.skipped_ticks}
         for name, group in self.driver.telemetry().items():
+            body[f"{name}_skipped_ticks"] = group["skipped_ticks"]
             body[f"{name}_cycles"] = group["cycles"]
             body[f"{name}_cycle_slips"] = group["cycle_slips"]
             body[f"{name}_max_exec_ns"] = group["max_exec_ns"]
