@@ -46,6 +46,32 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tools.bench import main as bench_main
+
+    return bench_main(quick=args.quick, only=args.only, json_path=args.json,
+                      basilisk_python=args.basilisk_python)
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    import json
+
+    from tools.policies import compare_policies, format_comparison
+
+    results = []
+    for scenario in args.scenario:
+        try:
+            comparison = compare_policies(scenario, duration_s=args.duration_s, seed=args.seed)
+        except ScenarioError as exc:
+            print(f"sunlit policies: {exc}", file=sys.stderr)
+            return 2
+        print(format_comparison(comparison), flush=True)
+        results.append(comparison)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunlit", description="Onboard runtime and SIL simulator for AI payloads in orbit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +92,34 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
     sim.set_defaults(func=cmd_sim)
+
+    from tools.bench import BENCHMARKS
+
+    bench = sub.add_parser("bench", help="measure speed against baselines taken in the same run",
+                           description="Benchmarks, each with its baseline measured in the same run: SIL day "
+                                       "vs Basilisk, bus vs raw pyzmq, command round trip over tcp, training "
+                                       "under the scheduler vs a bare loop, energy vs the oracle.")
+    bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
+    bench.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
+                       help=f"run only these ({', '.join(BENCHMARKS)})")
+    bench.add_argument("--basilisk-python", default=None, metavar="PATH",
+                       help="interpreter with bsk==2.12.1 installed (default: $SUNLIT_BASILISK_PYTHON, "
+                            "or this one if it can import Basilisk)")
+    bench.set_defaults(func=cmd_bench)
+
+    policies = sub.add_parser("policies", help="compare power policies with the oracle over a day",
+                              description="Fly the power manager and two baselines (always on until the floor; "
+                                          "sunlight only at a fixed cap) over the same day, rounded up to whole "
+                                          "orbits, and compare their payload energy with the oracle's (an LP "
+                                          "with perfect knowledge of the same sunlight and battery).")
+    policies.add_argument("--scenario", nargs="+", default=["starcloud1", "dawn-dusk-650"],
+                          help="preset names or TOML paths (default: both presets)")
+    policies.add_argument("--duration-s", type=float, default=86400.0,
+                          help="at least this long, rounded up to whole orbits (default: a day)")
+    policies.add_argument("--seed", type=int, default=0)
+    policies.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
+    policies.set_defaults(func=cmd_policies)
     return parser
 
 

@@ -1,0 +1,128 @@
+"""`sunlit bench`: every benchmark runs at the quick size and reports well-formed figures.
+
+No timing is asserted: only that each figure is a positive finite number (or null where the
+bench allows it), that ratios are the quotients of the figures they relate, and that the table
+and the JSON say the same thing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from datetime import datetime
+
+import pytest
+
+from tools.bench import (
+    BENCHMARKS,
+    ENERGY_PRESETS,
+    FIGURE_KEYS,
+    QUICK,
+    format_table,
+    run_benchmarks,
+)
+from tools.cli import main
+
+ALWAYS_MEASURED = (
+    "sil_day_full_s", "sil_day_physics_s",
+    "bus_ratio", "bus_sunlit_msgs_per_s", "bus_raw_msgs_per_s",
+    "cmd_rtt_p50_us", "cmd_rtt_p99_us", "cmd_rtt_raw_p50_us", "cmd_rtt_raw_p99_us",
+    "train_overhead_ratio", "train_sil_steps_per_s", "train_bare_steps_per_s",
+)
+NULLABLE = ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk", "energy_vs_oracle")
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One quick run of every benchmark through the CLI; returns (JSON, printed table)."""
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SUNLIT_BASILISK_PYTHON", raising=False)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["bench", "--quick", "--json", str(path)]) == 0
+    return json.loads(path.read_text()), printed.getvalue()
+
+
+def test_every_key_is_there_and_well_formed(quick):
+    result, _ = quick
+    assert set(FIGURE_KEYS) <= result.keys()
+    assert set(ALWAYS_MEASURED) | set(NULLABLE) == set(FIGURE_KEYS)
+    for key in ALWAYS_MEASURED:
+        assert positive(result[key]), (key, result[key])
+    for key in ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk"):
+        assert result[key] is None or positive(result[key]), (key, result[key])
+    energy = result["energy_vs_oracle"]
+    assert energy is None or (set(energy) == set(ENERGY_PRESETS) and all(positive(v) for v in energy.values()))
+    assert result["quick"] is True and result["benchmarks"] == list(BENCHMARKS)
+    assert result["sizes"]["sim_s"] == QUICK.sim_s
+
+
+def test_ratios_are_the_quotients_of_their_figures(quick):
+    r, _ = quick
+    assert r["bus_ratio"] == pytest.approx(r["bus_sunlit_msgs_per_s"] / r["bus_raw_msgs_per_s"])
+    assert r["train_overhead_ratio"] == pytest.approx(r["train_sil_steps_per_s"] / r["train_bare_steps_per_s"])
+    assert r["cmd_rtt_p50_us"] <= r["cmd_rtt_p99_us"] and r["cmd_rtt_raw_p50_us"] <= r["cmd_rtt_raw_p99_us"]
+    if r["basilisk_day_s"] is None:
+        assert r["full_vs_basilisk"] is None and r["physics_vs_basilisk"] is None
+        assert any(note.startswith("Basilisk not installed") for note in r["notes"])
+    else:
+        assert r["full_vs_basilisk"] == pytest.approx(r["sil_day_full_s"] / r["basilisk_day_s"])
+        assert r["physics_vs_basilisk"] == pytest.approx(r["sil_day_physics_s"] / r["basilisk_day_s"])
+
+
+def test_the_runs_behind_the_figures_did_what_they_claim(quick):
+    d = quick[0]["details"]
+    assert d["sil"]["sim_s"] == d["physics"]["sim_s"] == QUICK.sim_s
+    assert d["sil"]["telemetry_messages"] > 0 and d["sil"]["bus_dropped"] == 0
+    assert d["bus"]["sunlit_dropped"] == 0 and 150 <= d["bus"]["frame_bytes"] <= 250  # "~200 bytes"
+    assert d["cmd"]["round_trips"] == QUICK.round_trips and d["cmd"]["stack"]["malformed"] == 0
+    assert d["cmd"]["stack"]["rejected"] == 0
+    assert d["train"]["sil_steps"] >= QUICK.train_steps and d["train"]["bare_steps"] >= QUICK.train_steps
+
+
+def test_machine_facts_and_timestamp(quick):
+    r, _ = quick
+    machine = r["machine"]
+    assert machine["cpu_count"] >= 1 and machine["torch_threads"] >= 1
+    assert machine["python"].count(".") == 2
+    assert datetime.fromisoformat(r["timestamp_utc"]).tzinfo is not None
+
+
+def test_table_shows_each_figure_with_its_baseline_and_goal(quick):
+    result, printed = quick
+    assert format_table(result) in printed
+    for label in ("whole flight stack", "world models alone", "bus throughput", "command RTT p50",
+                  "training under the scheduler", *(f"energy vs oracle, {p}" for p in ENERGY_PRESETS)):
+        assert label in printed
+    assert ">= 0.8" in printed and ">= 0.97" in printed
+    if result["basilisk_day_s"] is None:
+        assert "Basilisk not installed" in printed
+
+
+def test_goals_are_marked_met_or_not(quick):
+    result = dict(quick[0])
+    result.update(bus_ratio=0.81, train_overhead_ratio=0.5)
+    lines = format_table(result).splitlines()
+    assert next(line for line in lines if "bus throughput" in line).endswith("met")
+    assert next(line for line in lines if "training under" in line).endswith("NOT MET")
+
+
+def test_only_runs_the_named_benchmarks():
+    result = run_benchmarks(quick=True, only=["physics"])
+    assert result["benchmarks"] == ["physics"] and positive(result["sil_day_physics_s"])
+    assert all(result[key] is None for key in FIGURE_KEYS if key != "sil_day_physics_s")
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        run_benchmarks(quick=True, only=["warp-drive"])
+
+
+def test_cli_rejects_an_unknown_benchmark(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--only", "warp-drive"])
+    assert "invalid choice" in capsys.readouterr().err

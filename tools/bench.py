@@ -1,0 +1,294 @@
+"""`sunlit bench`: the numbers that matter, each measured in the same run as its baseline.
+
+| key | figure | baseline |
+| --- | --- | --- |
+| sil_day_full_s | one day of starcloud1, whole flight stack, modeled compute, 1 s ticks | basilisk_day_s |
+| sil_day_physics_s | the same day, world models alone (GPU busy at its maximum cap) | basilisk_day_s |
+| basilisk_day_s | an equivalent Basilisk 2.12.1 day, ExecuteSimulation only (when installed) | |
+| bus_ratio | messages/s through Publisher.publish + Subscription.drain | raw pyzmq + msgpack |
+| cmd_rtt_p50_us, cmd_rtt_p99_us | command -> response over tcp loopback, stack in another process | raw pyzmq echo |
+| train_overhead_ratio | training steps/s under the scheduler | Trainer.step in a tight loop |
+| energy_vs_oracle | per preset, from tools.policies.energy_vs_oracle | the oracle |
+
+This is wiring: it reads the wall clock. Nothing here asserts a time; the table marks goals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+BENCHMARKS = ("sil", "physics", "basilisk", "bus", "cmd", "train", "energy")
+SCENARIO = "starcloud1"
+ENERGY_PRESETS = ("starcloud1", "dawn-dusk-650")
+BUS_RATIO_GOAL = 0.8
+TRAIN_RATIO_GOAL = 0.97
+
+FIGURE_KEYS = (
+    "sil_day_full_s", "sil_day_physics_s", "basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk",
+    "bus_ratio", "bus_sunlit_msgs_per_s", "bus_raw_msgs_per_s",
+    "cmd_rtt_p50_us", "cmd_rtt_p99_us", "cmd_rtt_raw_p50_us", "cmd_rtt_raw_p99_us",
+    "train_overhead_ratio", "train_sil_steps_per_s", "train_bare_steps_per_s",
+    "energy_vs_oracle",
+)
+
+
+@dataclass(frozen=True)
+class BenchSizes:
+    sim_s: int
+    bus_messages: int
+    bus_batch: int
+    round_trips: int
+    rtt_warmup: int
+    train_steps: int
+    energy_s: int
+
+
+FULL = BenchSizes(sim_s=86_400, bus_messages=200_000, bus_batch=2_000, round_trips=5_000, rtt_warmup=500,
+                  train_steps=300, energy_s=86_400)
+QUICK = BenchSizes(sim_s=600, bus_messages=200, bus_batch=50, round_trips=50, rtt_warmup=10,
+                   train_steps=5, energy_s=600)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def _bench_sil(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    from tools.bench_sil import time_sil_full
+
+    timing = time_sil_full(SCENARIO, sizes.sim_s)
+    out["sil_day_full_s"] = timing.wall_s
+    details["sil"] = {"scenario": timing.scenario, "sim_s": timing.sim_s, "wall_s": timing.wall_s,
+                      "us_per_step": timing.us_per_step, "real_time_factor": timing.real_time_factor,
+                      "telemetry_messages": timing.telemetry_messages, "bus_dropped": timing.bus_dropped}
+
+
+def _bench_physics(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    from tools.bench_sil import time_world_physics
+
+    timing = time_world_physics(SCENARIO, sizes.sim_s)
+    out["sil_day_physics_s"] = timing.wall_s
+    details["physics"] = {"scenario": timing.scenario, "sim_s": timing.sim_s, "wall_s": timing.wall_s,
+                          "us_per_step": timing.us_per_step, "real_time_factor": timing.real_time_factor}
+
+
+def _bench_basilisk(sizes: BenchSizes, out: dict, details: dict, notes: list[str],
+                    basilisk_python: str | None = None, **_: Any) -> None:
+    from tools.bench_basilisk import INSTALL_HINT, find_basilisk_python, time_basilisk_day
+
+    python = find_basilisk_python(basilisk_python)
+    if python is None:
+        notes.append(INSTALL_HINT)
+        return
+    result = time_basilisk_day(SCENARIO, sizes.sim_s, python=python)
+    out["basilisk_day_s"] = result["exec_s"]
+    details["basilisk"] = result
+
+
+def _bench_bus(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    from tools.bench_bus import measure_bus
+
+    rates = measure_bus(sizes.bus_messages, sizes.bus_batch)
+    out["bus_ratio"] = rates.ratio
+    out["bus_sunlit_msgs_per_s"] = rates.sunlit_msgs_per_s
+    out["bus_raw_msgs_per_s"] = rates.raw_msgs_per_s
+    details["bus"] = {"frame_bytes": rates.frame_bytes, "rounds_per_side": rates.rounds,
+                      "batch": rates.batch, "sunlit_dropped": rates.dropped, "transport": "inproc"}
+
+
+def _bench_cmd(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    from tools.bench_cmd import measure_cmd_rtt, measure_raw_rtt
+
+    raw = measure_raw_rtt(sizes.round_trips, sizes.rtt_warmup)
+    stack = measure_cmd_rtt(sizes.round_trips, sizes.rtt_warmup)
+    out["cmd_rtt_p50_us"] = stack.p50_us
+    out["cmd_rtt_p99_us"] = stack.p99_us
+    out["cmd_rtt_raw_p50_us"] = raw.p50_us
+    out["cmd_rtt_raw_p99_us"] = raw.p99_us
+    details["cmd"] = {"round_trips": len(stack.samples_us), "warmup": stack.warmup,
+                      "transport": "tcp://127.0.0.1", "stack": stack.server,
+                      "handshake_noops": stack.handshake_sends,
+                      # sent before the tcp links were up (slow joiners): the stack's drop count
+                      "handshake_noops_lost": stack.handshake_sends - (stack.server["accepted"] - stack.warmup
+                                                                       - len(stack.samples_us)),
+                      "mean_us": sum(stack.samples_us) / len(stack.samples_us),
+                      "max_us": max(stack.samples_us), "raw_mean_us": sum(raw.samples_us) / len(raw.samples_us)}
+
+
+def _bench_train(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    from tools.bench_train import measure_train_overhead
+
+    result = measure_train_overhead(SCENARIO, sizes.train_steps)
+    out["train_overhead_ratio"] = result.ratio
+    out["train_sil_steps_per_s"] = result.sil_steps_per_s
+    out["train_bare_steps_per_s"] = result.bare_steps_per_s
+    details["train"] = {"sil_steps": result.sil_steps, "sil_wall_s": result.sil_wall_s,
+                        "bare_steps": result.bare_steps, "bare_wall_s": result.bare_wall_s,
+                        "sil_checkpoints": result.sil_checkpoints, "num_threads": result.num_threads,
+                        "median_pair_ratio": result.median_pair_ratio, "interleave": "step by step"}
+
+
+def _bench_energy(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    try:
+        from tools.policies import energy_vs_oracle
+    except ModuleNotFoundError as exc:
+        if exc.name != "tools.policies":
+            raise
+        notes.append("energy_vs_oracle: tools.policies is not there yet")
+        return
+    results = {preset: energy_vs_oracle(preset, duration_s=sizes.energy_s) for preset in ENERGY_PRESETS}
+    out["energy_vs_oracle"] = {preset: float(r["ratio"]) for preset, r in results.items()}
+    details["energy"] = {"duration_s": sizes.energy_s, **results}
+
+
+_RUNNERS: dict[str, Callable[..., None]] = {
+    "sil": _bench_sil, "physics": _bench_physics, "basilisk": _bench_basilisk, "bus": _bench_bus,
+    "cmd": _bench_cmd, "train": _bench_train, "energy": _bench_energy,
+}
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    from sim.scenario import load_scenario
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "trainer_threads": load_scenario(SCENARIO).training["num_threads"],
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def run_benchmarks(quick: bool = False, only: list[str] | None = None,
+                   basilisk_python: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the selected benchmarks (all by default) and return the JSON-ready result."""
+    selected = list(BENCHMARKS) if not only else list(dict.fromkeys(only))
+    unknown = [name for name in selected if name not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    sizes = QUICK if quick else FULL
+    out: dict[str, Any] = {key: None for key in FIGURE_KEYS}
+    details: dict[str, Any] = {}
+    notes: list[str] = []
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    wall_s: dict[str, float] = {}
+    for name in selected:
+        if progress is not None:
+            progress(name)
+        t0 = time.perf_counter()
+        _RUNNERS[name](sizes, out, details, notes, basilisk_python=basilisk_python)
+        wall_s[name] = time.perf_counter() - t0
+    out["full_vs_basilisk"] = _ratio(out["sil_day_full_s"], out["basilisk_day_s"])
+    out["physics_vs_basilisk"] = _ratio(out["sil_day_physics_s"], out["basilisk_day_s"])
+    machine = _machine()
+    machine["load_avg_before"] = list(load_before)
+    machine["load_avg_after"] = list(os.getloadavg())
+    return {
+        **out,
+        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "quick": quick,
+        "benchmarks": selected,
+        "sizes": sizes.__dict__,
+        "machine": machine,
+        "bench_wall_s": {**wall_s, "total": time.perf_counter() - started},
+        "details": details,
+        "notes": notes,
+    }
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _num(value: float | None, unit: str = "", digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}{unit}"
+    return f"{value:.{digits}g}{unit}"
+
+
+def _goal_cell(value: float | None, goal: float | None) -> tuple[str, str]:
+    if goal is None:
+        return "-", ""
+    if value is None:
+        return f">= {goal:g}", "not run"
+    return f">= {goal:g}", "met" if value >= goal else "NOT MET"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human summary: each figure, its baseline, the ratio and the goal."""
+    r = result
+    sim_s = r["sizes"]["sim_s"]
+    day = "day" if sim_s == 86_400 else f"{sim_s} s"
+    rows: list[tuple[str, str, str, str, float | None, float | None]] = [
+        (f"SIL {day}, whole flight stack", _num(r["sil_day_full_s"], " s"), "Basilisk",
+         _num(r["basilisk_day_s"], " s"), r["full_vs_basilisk"], None),
+        (f"SIL {day}, world models alone", _num(r["sil_day_physics_s"], " s"), "Basilisk",
+         _num(r["basilisk_day_s"], " s"), r["physics_vs_basilisk"], None),
+        ("bus throughput (inproc)", _num(r["bus_sunlit_msgs_per_s"], " msg/s"), "raw pyzmq+msgpack",
+         _num(r["bus_raw_msgs_per_s"], " msg/s"), r["bus_ratio"], BUS_RATIO_GOAL),
+        ("command RTT p50 (tcp)", _num(r["cmd_rtt_p50_us"], " us"), "raw pyzmq echo",
+         _num(r["cmd_rtt_raw_p50_us"], " us"), _ratio(r["cmd_rtt_p50_us"], r["cmd_rtt_raw_p50_us"]), None),
+        ("command RTT p99 (tcp)", _num(r["cmd_rtt_p99_us"], " us"), "raw pyzmq echo",
+         _num(r["cmd_rtt_raw_p99_us"], " us"), _ratio(r["cmd_rtt_p99_us"], r["cmd_rtt_raw_p99_us"]), None),
+        ("training under the scheduler", _num(r["train_sil_steps_per_s"], " step/s"), "bare Trainer.step",
+         _num(r["train_bare_steps_per_s"], " step/s"), r["train_overhead_ratio"], TRAIN_RATIO_GOAL),
+    ]
+    energy = r["energy_vs_oracle"]
+    for preset in ENERGY_PRESETS:
+        ratio = None if energy is None else energy.get(preset)
+        rows.append((f"energy vs oracle, {preset}", "", "oracle", "", ratio, None))
+    header = ("figure", "value", "baseline", "baseline value", "ratio", "goal", "")
+    cells = [header]
+    for name, value, base_name, base_value, ratio, goal in rows:
+        goal_text, verdict = _goal_cell(ratio, goal)
+        cells.append((name, value, base_name, base_value, _num(ratio), goal_text, verdict))
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [f"Sunlit bench{' (quick sizes)' if r['quick'] else ''}, {r['timestamp_utc']}"]
+    for i, row in enumerate(cells):
+        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if i == 0:
+            lines.append("  " + "  ".join("-" * width for width in widths))
+    m = r["machine"]
+    lines.append(f"  machine: {m['cpu_count']} CPUs, torch {m['torch_threads']} threads, Python {m['python']}, "
+                 f"load {m['load_avg_before'][0]:.2f} -> {m['load_avg_after'][0]:.2f}")
+    lines += [f"  note: {note}" for note in r["notes"]]
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def main(quick: bool = False, only: list[str] | None = None, json_path: Path | None = None,
+         basilisk_python: str | None = None) -> int:
+    def progress(name: str) -> None:
+        print(f"  running {name} ...", file=sys.stderr, flush=True)
+
+    result = run_benchmarks(quick=quick, only=only, basilisk_python=basilisk_python, progress=progress)
+    print(format_table(result))
+    if json_path is not None:
+        write_json(result, json_path)
+        print(f"  wrote {json_path}")
+    return 0
