@@ -31,6 +31,10 @@ SCENARIO = "starcloud1"
 ENERGY_PRESETS = ("starcloud1", "dawn-dusk-650")
 BUS_RATIO_GOAL = 0.8
 TRAIN_RATIO_GOAL = 0.97
+ENERGY_RATIO_GOAL = 0.95
+# Upper bounds: the whole stack may cost at most 3x, the world alone at most 1x, a C++ physics day.
+FULL_VS_BASILISK_GOAL = 3.0
+PHYSICS_VS_BASILISK_GOAL = 1.0
 
 FIGURE_KEYS = (
     "sil_day_full_s", "sil_day_physics_s", "basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk",
@@ -226,12 +230,14 @@ def _num(value: float | None, unit: str = "", digits: int = 3) -> str:
     return f"{value:.{digits}g}{unit}"
 
 
-def _goal_cell(value: float | None, goal: float | None) -> tuple[str, str]:
+def _goal_cell(value: float | None, goal: float | None, at_most: bool = False) -> tuple[str, str]:
     if goal is None:
         return "-", ""
+    text = f"{'<=' if at_most else '>='} {goal:g}"
     if value is None:
-        return f">= {goal:g}", "not run"
-    return f">= {goal:g}", "met" if value >= goal else "NOT MET"
+        return text, "not run"
+    met = value <= goal if at_most else value >= goal
+    return text, "met" if met else "NOT MET"
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -241,9 +247,9 @@ def format_table(result: dict[str, Any]) -> str:
     day = "day" if sim_s == 86_400 else f"{sim_s} s"
     rows: list[tuple[str, str, str, str, float | None, float | None]] = [
         (f"SIL {day}, whole flight stack", _num(r["sil_day_full_s"], " s"), "Basilisk",
-         _num(r["basilisk_day_s"], " s"), r["full_vs_basilisk"], None),
+         _num(r["basilisk_day_s"], " s"), r["full_vs_basilisk"], -FULL_VS_BASILISK_GOAL),
         (f"SIL {day}, world models alone", _num(r["sil_day_physics_s"], " s"), "Basilisk",
-         _num(r["basilisk_day_s"], " s"), r["physics_vs_basilisk"], None),
+         _num(r["basilisk_day_s"], " s"), r["physics_vs_basilisk"], -PHYSICS_VS_BASILISK_GOAL),
         ("bus throughput (inproc)", _num(r["bus_sunlit_msgs_per_s"], " msg/s"), "raw pyzmq+msgpack",
          _num(r["bus_raw_msgs_per_s"], " msg/s"), r["bus_ratio"], BUS_RATIO_GOAL),
         ("command RTT p50 (tcp)", _num(r["cmd_rtt_p50_us"], " us"), "raw pyzmq echo",
@@ -256,11 +262,13 @@ def format_table(result: dict[str, Any]) -> str:
     energy = r["energy_vs_oracle"]
     for preset in ENERGY_PRESETS:
         ratio = None if energy is None else energy.get(preset)
-        rows.append((f"energy vs oracle, {preset}", "", "oracle", "", ratio, None))
+        rows.append((f"energy vs oracle, {preset}", "", "oracle", "", ratio, ENERGY_RATIO_GOAL))
     header = ("figure", "value", "baseline", "baseline value", "ratio", "goal", "")
     cells = [header]
     for name, value, base_name, base_value, ratio, goal in rows:
-        goal_text, verdict = _goal_cell(ratio, goal)
+        # A negative goal marks an upper bound ("at most").
+        goal_text, verdict = _goal_cell(ratio, abs(goal) if goal is not None else None,
+                                        at_most=goal is not None and goal < 0)
         cells.append((name, value, base_name, base_value, _num(ratio), goal_text, verdict))
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [f"Sunlit bench{' (quick sizes)' if r['quick'] else ''}, {r['timestamp_utc']}"]

@@ -189,7 +189,7 @@ def energy_vs_oracle(preset: str | Scenario, duration_s: float = 86400.0) -> dic
 
 
 def format_comparison(comparison: dict[str, Any]) -> str:
-    lines = [f"{comparison['scenario']}: {comparison['duration_s'] / 3600:.0f} h, "
+    lines = [f"{comparison['scenario']}: {comparison['duration_s'] / 3600:.1f} h, "
              f"oracle {comparison['oracle_wh']:.0f} Wh of payload energy",
              f"  {'policy':<16}{'payload Wh':>11}{'neutral Wh':>11}{'vs oracle':>10}{'steps':>8}"
              f"{'DoD viol.':>10}{'GPU cycles':>11}{'end Wh':>8}"]
