@@ -183,6 +183,11 @@ class OrbitPropagator:
         # Seconds from the element epoch to sim time zero, kept apart from t_s for precision.
         self._offset_s = ((whole - satrec.jdsatepoch) + (fraction - satrec.jdsatepochF)) * SECONDS_PER_DAY
 
+    @property
+    def mean_motion_period_s(self) -> float:
+        """Orbital period from SGP4's mean motion (no_kozai, rad/min): what "one orbit" means."""
+        return 2.0 * math.pi / self.satrec.no_kozai * 60.0
+
     def propagate_teme(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions (N,3) km and velocities (N,3) km/s in TEME at sim times t_s (s)."""
         times = _as_times(t_s)

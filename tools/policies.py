@@ -154,7 +154,7 @@ def whole_orbits_s(scenario: Scenario, at_least_s: float) -> float:
     intervals (which are whole steps)."""
     from sim.world import make_propagator
 
-    period_s = 2.0 * np.pi / make_propagator(scenario).satrec.no_kozai * 60.0
+    period_s = make_propagator(scenario).mean_motion_period_s
     # Whole oracle intervals too, so that the oracle sees every second the policies fly.
     interval_s = ORACLE_INTERVAL_S
     return float(np.ceil(np.ceil(at_least_s / period_s) * period_s / interval_s) * interval_s)

@@ -18,11 +18,6 @@ from sim.sil import SilRun
 from tools.report import write_report
 
 
-def orbital_period_s(run: SilRun) -> float:
-    """Period from the SGP4 mean motion (rad/min) the world propagates with."""
-    return 2.0 * math.pi / run.world.orbit.propagator.satrec.no_kozai * 60.0
-
-
 def default_out_dir(scenario: Scenario, seed: int) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Path("runs") / f"{scenario.name}-{stamp}-seed{seed}"
@@ -41,7 +36,7 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     run = SilRun(scenario, out, seed=seed, compute=compute)
     try:
         if duration_s is None:
-            duration_s = (1.0 if orbits is None else orbits) * orbital_period_s(run)
+            duration_s = (1.0 if orbits is None else orbits) * run.world.orbit.propagator.mean_motion_period_s
         n_steps = math.ceil(duration_s / run.step_s)
         progress = progress_factory(n_steps * run.step_s) if progress_factory is not None else None
         run.run(duration_s, progress=progress)
