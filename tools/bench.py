@@ -230,6 +230,13 @@ def _num(value: float | None, unit: str = "", digits: int = 3) -> str:
     return f"{value:.{digits}g}{unit}"
 
 
+@dataclass(frozen=True)
+class AtMost:
+    """A goal that is an upper bound (the others are lower bounds)."""
+
+    bound: float
+
+
 def _goal_cell(value: float | None, goal: float | None, at_most: bool = False) -> tuple[str, str]:
     if goal is None:
         return "-", ""
@@ -245,11 +252,11 @@ def format_table(result: dict[str, Any]) -> str:
     r = result
     sim_s = r["sizes"]["sim_s"]
     day = "day" if sim_s == 86_400 else f"{sim_s} s"
-    rows: list[tuple[str, str, str, str, float | None, float | None]] = [
+    rows: list[tuple[str, str, str, str, float | None, float | AtMost | None]] = [
         (f"SIL {day}, whole flight stack", _num(r["sil_day_full_s"], " s"), "Basilisk",
-         _num(r["basilisk_day_s"], " s"), r["full_vs_basilisk"], -FULL_VS_BASILISK_GOAL),
+         _num(r["basilisk_day_s"], " s"), r["full_vs_basilisk"], AtMost(FULL_VS_BASILISK_GOAL)),
         (f"SIL {day}, world models alone", _num(r["sil_day_physics_s"], " s"), "Basilisk",
-         _num(r["basilisk_day_s"], " s"), r["physics_vs_basilisk"], -PHYSICS_VS_BASILISK_GOAL),
+         _num(r["basilisk_day_s"], " s"), r["physics_vs_basilisk"], AtMost(PHYSICS_VS_BASILISK_GOAL)),
         ("bus throughput (inproc)", _num(r["bus_sunlit_msgs_per_s"], " msg/s"), "raw pyzmq+msgpack",
          _num(r["bus_raw_msgs_per_s"], " msg/s"), r["bus_ratio"], BUS_RATIO_GOAL),
         ("command RTT p50 (tcp)", _num(r["cmd_rtt_p50_us"], " us"), "raw pyzmq echo",
@@ -266,9 +273,8 @@ def format_table(result: dict[str, Any]) -> str:
     header = ("figure", "value", "baseline", "baseline value", "ratio", "goal", "")
     cells = [header]
     for name, value, base_name, base_value, ratio, goal in rows:
-        # A negative goal marks an upper bound ("at most").
-        goal_text, verdict = _goal_cell(ratio, abs(goal) if goal is not None else None,
-                                        at_most=goal is not None and goal < 0)
+        at_most = isinstance(goal, AtMost)
+        goal_text, verdict = _goal_cell(ratio, goal.bound if at_most else goal, at_most=at_most)
         cells.append((name, value, base_name, base_value, _num(ratio), goal_text, verdict))
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [f"Sunlit bench{' (quick sizes)' if r['quick'] else ''}, {r['timestamp_utc']}"]
