@@ -605,7 +605,8 @@ class Bus:
     """A software bus: one PUB socket bound in-process, plus any tcp/ipc endpoints.
 
     In-process subscriptions receive in exactly the order ``publish`` was called. A
-    subscription's ``hwm`` is its queue capacity in frames: the in-process endpoint is bound with a
+    subscription's ``hwm`` is the number of frames it can always take between two drains (it
+    may take up to twice that): the in-process endpoint is bound with a
     send high-water mark of 1 because ZeroMQ adds both marks into one inproc pipe. ``send_hwm``
     applies to endpoints added with ``bind`` (tcp/ipc peers).
     """
@@ -676,7 +677,10 @@ class Bus:
         }
         socket = self.context.socket(zmq.SUB)
         try:
-            socket.setsockopt(zmq.RCVHWM, _check_hwm("hwm", hwm))
+            # ZeroMQ's reader returns credit to the writer only every half high-water mark it
+            # reads, so after a partial drain the writer may still count up to hwm/2 frames as
+            # queued. Twice the mark guarantees room for hwm new frames whatever was drained.
+            socket.setsockopt(zmq.RCVHWM, 2 * _check_hwm("hwm", hwm))
             socket.setsockopt(zmq.LINGER, 0)
             subscription = Subscription(
                 socket, topics, name=name, policy=policy, seq_baseline=baseline, after_read=self._sync_pipes
