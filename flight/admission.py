@@ -62,6 +62,12 @@ class Grant:
     energy_wh: float
 
 
+def is_granted(power_message, job: str) -> bool:
+    """Whether the power manager's latest ``tlm.power`` message grants ``job`` GPU time this frame."""
+    grants = power_message.body.get("grants") if power_message is not None else None
+    return isinstance(grants, dict) and (grants.get(job) or 0) > 0
+
+
 def admit(demands: Iterable[JobDemand], *, cap_w: float, frame_s: float, allowance_wh: float,
           permitted_kinds: Iterable[str], model: GpuPerformanceModel) -> list[Grant]:
     """Grants in admission order; jobs that get nothing are left out."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from flight.admission import is_granted
 from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
 from flight.command_server import CommandRejected, CommandServer, require_number
@@ -101,8 +102,7 @@ class InferenceJob:
         self.commands.execute_commands(ctx)
         self._inputs.drain()
         power = self._inputs.latest("tlm.power")
-        grants = power.body.get("grants") if power is not None else None
-        granted = isinstance(grants, dict) and (grants.get(self.name) or 0) > 0
+        granted = is_granted(power, self.name)
         if not self.compute.ready():
             self._model = None  # device memory is gone with the power
         # Take at most what the queue still needs; training gets the rest of the frame's work.

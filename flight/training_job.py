@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from flight.admission import is_granted
 from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
 from flight.compute import ComputeDevice
@@ -107,8 +108,7 @@ class TrainingJob:
         self._inputs.drain()
         grant = self._inputs.latest("tlm.power")
         nav = self._inputs.latest("tlm.nav")
-        grants = grant.body.get("grants") if grant is not None else None
-        allowed = isinstance(grants, dict) and (grants.get(self.name) or 0) > 0
+        allowed = is_granted(grant, self.name)
         t_s = ctx.t_ns / 1e9
 
         work_ref_s = self.device.take_work_ref_s()

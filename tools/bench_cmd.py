@@ -89,6 +89,16 @@ def _await_response(responses, command_id: int) -> dict:
                 return message.body
 
 
+def _stop(process, stop) -> None:
+    """Ask the stack process to stop, and make sure it has."""
+    stop.set()
+    if process is not None:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.terminate()
+            process.join(timeout=5)
+
+
 def measure_cmd_rtt(round_trips: int = 5_000, warmup: int = 500) -> CmdRtt:
     ctx = multiprocessing.get_context("spawn")
     clock = MonotonicClock()
@@ -135,12 +145,7 @@ def measure_cmd_rtt(round_trips: int = 5_000, warmup: int = 500) -> CmdRtt:
             raise RuntimeError("the stack process did not report its counters")
         server = parent_conn.recv()
     finally:
-        stop.set()
-        if process is not None:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
+        _stop(process, stop)
         if responses is not None:
             responses.close()
         bus.close()
@@ -240,12 +245,7 @@ def measure_raw_rtt(round_trips: int = 5_000, warmup: int = 500) -> CmdRtt:
         stop.set()
         server = parent_conn.recv() if parent_conn.poll(START_TIMEOUT_S) else {}
     finally:
-        stop.set()
-        if process is not None:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
+        _stop(process, stop)
         pub.close()
         sub.close()
         context.term()
