@@ -2,31 +2,31 @@
 response per command on ``rsp.<name>``.
 
 Command body: ``{"id": int, "opcode": str, "args": {...}}``. Response body:
-``{"id", "opcode", "status", "reason"}``, status one of OK, VALIDATION_ERROR, FORMAT_ERROR,
+``{"id", "opcode", "status", "reason", "to"}`` (``to``: the source of the command's publisher, so
+each caller picks its own responses out of the shared topic), status one of OK, VALIDATION_ERROR, FORMAT_ERROR,
 EXECUTION_ERROR, BUSY, INVALID_OPCODE. A malformed command is answered and counted, never raised.
 Every server answers NOOP and RESET_COUNTERS.
+
+The dictionary (flight/dictionary/<name>.toml) declares the server's opcodes and their arguments:
+a command is validated against it before its handler runs, so a handler receives typed
+arguments with defaults filled in, and a server whose handlers and declarations disagree is a
+wiring error raised at construction.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flight.bus import Bus
+from flight.command_status import TERMINAL_STATUSES, CommandRejected
+
+if TYPE_CHECKING:
+    from flight.dictionary import Dictionary
+
+__all__ = ["TERMINAL_STATUSES", "CommandHandler", "CommandRejected", "CommandServer", "require_choice",
+           "require_number"]
 
 CommandHandler = Callable[[dict[str, Any]], None]
-
-TERMINAL_STATUSES = ("OK", "VALIDATION_ERROR", "FORMAT_ERROR", "EXECUTION_ERROR", "BUSY", "INVALID_OPCODE")
-
-
-class CommandRejected(Exception):
-    """A command could not be executed; status is its terminal response code."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        if status not in TERMINAL_STATUSES or status == "OK":
-            raise ValueError(f"not a rejection status: {status!r}")
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def require_number(args: dict[str, Any], key: str, lo: float, hi: float) -> float:
@@ -54,8 +54,17 @@ def require_choice(args: dict[str, Any], key: str, choices: tuple[str, ...]) -> 
 
 
 class CommandServer:
-    def __init__(self, bus: Bus, name: str, handlers: dict[str, CommandHandler], source: str | None = None) -> None:
+    def __init__(self, bus: Bus, name: str, handlers: dict[str, CommandHandler], source: str | None = None,
+                 dictionary: Dictionary | None = None,
+                 on_reset_counters: Callable[[], None] | None = None) -> None:
+        from flight.dictionary import default_dictionary
+
         self.name = name
+        self.dictionary = dictionary if dictionary is not None else default_dictionary()
+        component = self.dictionary.components.get(name)
+        if component is None or not component.commandable:
+            raise ValueError(f"command server {name!r}: no commandable component {name!r} in the dictionary")
+        declared = self.dictionary.commands_of(name)
         self._pub = bus.publisher(source or name)
         self._commands = bus.subscribe([f"cmd.{name}"], name=f"{name}-commands")
         self._handlers: dict[str, CommandHandler] = {
@@ -63,6 +72,13 @@ class CommandServer:
             "RESET_COUNTERS": self._reset_counters,
             **handlers,
         }
+        if set(self._handlers) != set(declared):
+            missing = sorted(set(declared) - set(self._handlers))
+            undeclared = sorted(set(self._handlers) - set(declared))
+            raise ValueError(f"command server {name!r}: handlers and dictionary disagree "
+                             f"(declared without handler: {missing}; handled but undeclared: {undeclared})")
+        self._declared = declared
+        self._on_reset_counters = on_reset_counters
         self.accepted = 0
         self.rejected = 0
 
@@ -76,43 +92,48 @@ class CommandServer:
 
     def execute_commands(self, ctx=None) -> None:
         for message in self._commands.drain():
-            self.execute(message.body)
+            self.execute(message.body, message.source)
 
-    def execute(self, body: dict[str, Any]) -> str:
+    def execute(self, body: dict[str, Any], sender: str = "") -> str:
         """Execute one command body; returns its terminal status (also published as the response)."""
-        command_id = body.get("id") if isinstance(body.get("id"), int) else None
+        status, reason = self.run_command(body)
+        command_id = body.get("id")
+        self._pub.publish(f"rsp.{self.name}", {
+            "id": command_id if type(command_id) is int else None,
+            "opcode": body.get("opcode") if type(body.get("opcode")) is str else None,
+            "status": status, "reason": reason, "to": sender,
+        })
+        return status
+
+    def run_command(self, body: dict[str, Any]) -> tuple[str, str]:
+        """Validate and execute one command body and count it; returns (status, reason), publishes nothing."""
         opcode = body.get("opcode")
         try:
             if not isinstance(opcode, str):
                 raise CommandRejected("FORMAT_ERROR", "command has no string 'opcode'")
-            handler = self._handlers.get(opcode)
-            if handler is None:
+            if body.get("id") is not None and type(body.get("id")) is not int:
+                raise CommandRejected("FORMAT_ERROR", "command 'id' must be an int")
+            declared = self._declared.get(opcode)
+            if declared is None:
                 raise CommandRejected(
-                    "INVALID_OPCODE", f"{self.name} has no opcode {opcode!r} (opcodes: {', '.join(self.opcodes)})"
+                    "INVALID_OPCODE", f"{self.name} has no opcode {opcode[:60]!r} (opcodes: {', '.join(self.opcodes)})"
                 )
-            args = body.get("args", {})
-            if not isinstance(args, dict):
-                raise CommandRejected("FORMAT_ERROR", "'args' must be a map")
+            handler = self._handlers[opcode]
+            args = declared.validate_args(body.get("args"))
             try:
                 handler(args)
             except CommandRejected:
                 raise
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CommandRejected("EXECUTION_ERROR", str(exc)) from exc
+            except Exception as exc:  # a failing handler still ends its command with one response
+                raise CommandRejected("EXECUTION_ERROR", f"{type(exc).__name__}: {exc}") from exc
         except CommandRejected as rejected:
             self.rejected += 1
-            self._respond(command_id, opcode, rejected.status, rejected.reason)
-            return rejected.status
+            return rejected.status, rejected.reason
         self.accepted += 1
-        self._respond(command_id, opcode, "OK", "")
-        return "OK"
-
-    def _respond(self, command_id: int | None, opcode: Any, status: str, reason: str) -> None:
-        self._pub.publish(f"rsp.{self.name}", {
-            "id": command_id, "opcode": opcode if isinstance(opcode, str) else None,
-            "status": status, "reason": reason,
-        })
+        return "OK", ""
 
     def _reset_counters(self, args: dict[str, Any]) -> None:
         self.accepted = 0
         self.rejected = 0
+        if self._on_reset_counters is not None:
+            self._on_reset_counters()

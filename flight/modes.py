@@ -154,8 +154,11 @@ class ModeManager:
         self.entered_at_s = self._now_s
         self.transitions += 1
         self.last_reason = reason
-        severity = "WARNING_HI" if target == "SAFE" else "ACTIVITY_HI"
-        self._events.emit(severity, "MODE_CHANGED", f"{previous} -> {target}: {reason}",
+        if target == "SAFE":
+            self._events.emit("WARNING_HI", "SAFE_MODE_ENTERED", f"{previous} -> {target}: {reason}",
+                              previous=previous, mode=target)
+            return
+        self._events.emit("ACTIVITY_HI", "MODE_CHANGED", f"{previous} -> {target}: {reason}",
                           previous=previous, mode=target)
 
     def _set_mode_command(self, args: dict[str, Any]) -> None:

@@ -294,6 +294,8 @@ class PowerManager:
 
     def _check_responses(self) -> None:
         for message in self._responses.drain():
+            if message.body.get("to") != "power":
+                continue  # an answer to someone else's command (the dispatcher's, say)
             if message.body.get("status") != "OK":
                 self.command_failures += 1
                 self._events.emit("WARNING_HI", "COMMAND_FAILED",

@@ -207,9 +207,12 @@ class TrainingJob:
         self._modeled_steps = None
         self.lost_work_ref_s += self._progress_ref_s
         self._progress_ref_s = 0.0
-        severity = "WARNING_HI" if lost else "ACTIVITY_LO"
-        self._events.emit(severity, "GPU_STATE_LOST",
-                          f"GPU lost power; {lost} steps since the last checkpoint are lost", lost_steps=lost)
+        if lost:
+            self._events.emit("WARNING_HI", "GPU_STATE_LOST",
+                              f"GPU lost power; {lost} steps since the last checkpoint are lost", lost_steps=lost)
+        else:
+            self._events.emit("ACTIVITY_LO", "GPU_POWERED_DOWN", "GPU lost power; every step is checkpointed",
+                              lost_steps=0)
 
     def _publish(self) -> None:
         self._pub.publish("tlm.training", {

@@ -26,6 +26,7 @@ from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
 from flight.clock import SteppedClock, iso_utc
 from flight.compute import SharedCompute
+from flight.dispatcher import Dispatcher
 from flight.inference_job import InferenceJob, InferenceJobConfig
 from flight.modes import ModeConfig, ModeManager
 from flight.power_manager import PowerManager, PowerManagerConfig
@@ -104,6 +105,7 @@ class SilRun:
         }
         self.modes = ModeManager(self.bus, ModeConfig(dod_limit=scenario.battery["dod_limit"],
                                                       safe_below_floor=policy == "manager"))
+        self.dispatcher = Dispatcher(self.bus)
         self.power_manager = PowerManager(self.bus, power_manager_config(scenario, policy))
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
         self.shared_compute = SharedCompute(SimAccelerator(self.world))
@@ -130,6 +132,11 @@ class SilRun:
             "payload.run": self.training.run,
             "eps.commands": self.services["eps"].execute_commands,
             "gpu.commands": self.services["gpu"].execute_commands,
+            "nav.commands": self.services["nav"].execute_commands,
+            "thermal.commands": self.services["thermal"].execute_commands,
+            "dispatcher.run": self.dispatcher.run,
+            "dispatcher.collect": self.dispatcher.collect,
+            "dispatcher.publish": self.dispatcher.publish_telemetry,
             "housekeeping.publish": self._publish_housekeeping,
             "store.run": self.store.run,
         }

@@ -62,10 +62,11 @@ def job(tmp_path):
 
 @pytest.mark.parametrize("args, status, fragment", [
     ({"prompt": "Where are you?", "max_new_tokens": 16}, "OK", ""),
-    ({"prompt": ""}, "FORMAT_ERROR", "non-empty string"),
-    ({"prompt": "x" * 300}, "VALIDATION_ERROR", "300 characters, at most 256"),
+    ({"prompt": ""}, "VALIDATION_ERROR", "'prompt' has 0 characters; valid: a string of 1 to 256"),
+    ({"prompt": 7}, "FORMAT_ERROR", "'prompt' must be a string, got int"),
+    ({"prompt": "x" * 300}, "VALIDATION_ERROR", "'prompt' has 300 characters; valid: a string of 1 to 256"),
     ({"prompt": "Wo bist du? \u00fc"}, "VALIDATION_ERROR", "does not know"),
-    ({"prompt": "Where", "max_new_tokens": 0}, "VALIDATION_ERROR", "'max_new_tokens'=0 out of range [1, 256]"),
+    ({"prompt": "Where", "max_new_tokens": 0}, "VALIDATION_ERROR", "'max_new_tokens'=0 out of range: int in [1, 256]"),
 ])
 def test_ask_is_validated(job, args, status, fragment):
     job, ground, responses, _ = job

@@ -34,7 +34,7 @@ class Rig:
         return response.body
 
     def changes(self):
-        return [m.body for m in self.events.drain() if m.body["name"] == "MODE_CHANGED"]
+        return [m.body for m in self.events.drain() if m.body["name"] in ("MODE_CHANGED", "SAFE_MODE_ENTERED")]
 
 
 @pytest.fixture

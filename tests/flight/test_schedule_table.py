@@ -66,11 +66,17 @@ def test_default_sil_table_is_the_sil_wiring():
     assert [(g.name, g.divisor, g.offset) for g in table.groups] == [
         ("frame", 1, 0), ("housekeeping", 10, 0), ("store", 1, 0),
     ]
-    assert table.groups[0].members == (
-        "nav.publish", "eps.publish", "thermal.publish", "gpu.publish", "modes.run",
+    frame = table.groups[0].members
+    assert frame == (
+        "nav.publish", "eps.publish", "thermal.publish", "gpu.publish", "dispatcher.run", "modes.run",
         "power.run", "compute.collect", "inference.run", "payload.run", "eps.commands", "gpu.commands",
+        "nav.commands", "thermal.commands", "dispatcher.collect",
     )
-    assert table.groups[1].members == ("housekeeping.publish",)
+    # A dispatched command is answered within its tick: routed before any component drains its
+    # commands (modes and inference drain theirs in run), collected after all of them.
+    drains = [i for i, m in enumerate(frame) if m.endswith(".commands") or m in ("modes.run", "inference.run")]
+    assert frame.index("dispatcher.run") < min(drains) and frame.index("dispatcher.collect") > max(drains)
+    assert table.groups[1].members == ("housekeeping.publish", "dispatcher.publish")
     assert table.groups[2].members == ("store.run",)
     assert table.major_frame_ticks == 10
     assert "sil" in preset_table_names()

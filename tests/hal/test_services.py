@@ -43,7 +43,7 @@ def test_switch_and_cap_commands_actuate_the_plant(rig):
 
 
 @pytest.mark.parametrize("opcode, args, status, fragment", [
-    ("SET_POWER_CAP", {"cap_w": 900}, "VALIDATION_ERROR", "'cap_w'=900 out of range [200, 700]"),
+    ("SET_POWER_CAP", {"cap_w": 900}, "VALIDATION_ERROR", "'cap_w'=900 out of range: float in [200, 700] W"),
     ("SET_POWER_CAP", {"cap_w": 100}, "VALIDATION_ERROR", "[200, 700]"),
     ("SET_POWER_CAP", {"cap_w": "max"}, "FORMAT_ERROR", "'cap_w' must be a number"),
     ("SET_POWER_CAP", {}, "FORMAT_ERROR", "missing argument 'cap_w'"),
@@ -81,7 +81,7 @@ def test_malformed_commands_get_format_error_and_service_keeps_running(rig, raw_
     send(ground, gpu, "NOOP", command_id=9)
     bodies = [m.body for m in responses.drain()]
     assert bodies[0]["status"] == "FORMAT_ERROR"
-    assert bodies[1] == {"id": 9, "opcode": "NOOP", "status": "OK", "reason": ""}
+    assert bodies[1] == {"id": 9, "opcode": "NOOP", "status": "OK", "reason": "", "to": "ground"}
 
 
 def test_undecodable_frame_is_counted_not_raised(rig):

@@ -95,7 +95,7 @@ def test_gpu_is_switched_off_in_eclipse_and_training_resumes_after(orbit_run):
     with sqlite3.connect(out / "telemetry.db") as db:
         names = [n for (n,) in db.execute("SELECT name FROM events ORDER BY t_ns, seq")]
     assert summary["resumes"] >= 1
-    lost = names.index("GPU_STATE_LOST")
+    lost = min(names.index(n) for n in ("GPU_STATE_LOST", "GPU_POWERED_DOWN") if n in names)
     assert "TRAINING_RESUMED" in names[lost:]
 
 
