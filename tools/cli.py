@@ -72,6 +72,50 @@ def cmd_policies(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dict(args: argparse.Namespace) -> int:
+    from flight.dictionary import DictionaryError, default_dictionary, load_dictionary
+    from tools.dictionary_export import to_json_text, to_xtce
+
+    try:
+        dictionary = load_dictionary(args.dictionary) if args.dictionary else default_dictionary()
+    except DictionaryError as exc:
+        print(f"sunlit dict: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        text = to_json_text(dictionary)
+    elif args.xtce:
+        text = to_xtce(dictionary)
+    elif args.name:
+        command = dictionary.commands.get(args.name)
+        channel = dictionary.channel(args.name)
+        if command is not None:
+            text = command.help_text() + "\n"
+        elif channel is not None:
+            limits = ", ".join(f"{k}={getattr(channel, k):g}" for k in ("red_low", "yellow_low", "yellow_high", "red_high")
+                               if getattr(channel, k) is not None)
+            text = (f"{channel.full_name} ({channel.type}{', ' + channel.units if channel.units else ''}) on {channel.topic}"
+                    f"\n  {channel.description}" + (f"\n  limits: {limits}" if limits else "") + "\n")
+        else:
+            print(f"sunlit dict: no command or channel {args.name!r}", file=sys.stderr)
+            return 2
+    else:
+        lines = []
+        for name, comp in sorted(dictionary.components.items()):
+            lines.append(f"{name}: {comp.description}")
+            for command in sorted(dictionary.commands_of(name).values(), key=lambda c: c.opcode):
+                lines.append(f"  cmd  {command.usage()}{'   [hazardous]' if command.hazardous else ''}")
+            for channel in (c for c in dictionary.channels.values() if c.component == name):
+                lines.append(f"  tlm  {channel.full_name} [{channel.units or channel.type}]")
+            for event in (e for e in dictionary.events.values() if e.component == name):
+                lines.append(f"  evt  {event.full_name} {event.severity}")
+        text = "\n".join(lines) + "\n"
+    if args.output is not None:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunlit", description="Onboard runtime and SIL simulator for AI payloads in orbit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     policies.add_argument("--seed", type=int, default=0)
     policies.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     policies.set_defaults(func=cmd_policies)
+    dictionary = sub.add_parser("dict", help="the command, telemetry and event dictionary (list, JSON, XTCE)",
+                                description="Print the dictionary: every command (arguments, ranges, hazardous flag), "
+                                            "telemetry channel (units, limits) and event (severity). With a NAME, "
+                                            "the help of one command or channel.")
+    dictionary.add_argument("name", nargs="?", help="a command (eps.SET_SWITCH) or channel (eps.battery_soc)")
+    form = dictionary.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="export as JSON")
+    form.add_argument("--xtce", action="store_true", help="export as XTCE 1.2 XML")
+    dictionary.add_argument("-o", "--output", type=Path, default=None, help="write to this file")
+    dictionary.add_argument("--dictionary", type=Path, default=None, metavar="DIR",
+                            help="a dictionary folder (default: the packaged one)")
+    dictionary.set_defaults(func=cmd_dict)
     return parser
 
 
