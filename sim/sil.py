@@ -27,6 +27,7 @@ from flight.checkpoint import CheckpointStore
 from flight.clock import SteppedClock, iso_utc
 from flight.compute import SharedCompute
 from flight.dispatcher import Dispatcher
+from flight.sequencer import Sequencer, SequencerConfig
 from flight.inference_job import InferenceJob, InferenceJobConfig
 from flight.modes import ModeConfig, ModeManager
 from flight.power_manager import PowerManager, PowerManagerConfig
@@ -84,7 +85,8 @@ class RunStats:
 
 class SilRun:
     def __init__(self, scenario: Scenario, out_dir: Path, seed: int = 0, compute: str = "real",
-                 text: str | None = None, policy: str = "manager") -> None:
+                 text: str | None = None, policy: str = "manager",
+                 uplink: list[tuple[str, dict[str, Any]]] = ()) -> None:
         self.scenario = scenario
         self.seed = seed
         self.compute = compute
@@ -106,6 +108,8 @@ class SilRun:
         self.modes = ModeManager(self.bus, ModeConfig(dod_limit=scenario.battery["dod_limit"],
                                                       safe_below_floor=policy == "manager"))
         self.dispatcher = Dispatcher(self.bus)
+        self.sequencer = Sequencer(self.bus, scenario.epoch_utc,
+                                   SequencerConfig(arming_window_s=self.dispatcher.config.arm_window_s))
         self.power_manager = PowerManager(self.bus, power_manager_config(scenario, policy))
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
         self.shared_compute = SharedCompute(SimAccelerator(self.world))
@@ -134,6 +138,8 @@ class SilRun:
             "gpu.commands": self.services["gpu"].execute_commands,
             "nav.commands": self.services["nav"].execute_commands,
             "thermal.commands": self.services["thermal"].execute_commands,
+            "sequencer.run": self.sequencer.run,
+            "sequencer.commands": self.sequencer.execute_commands,
             "dispatcher.run": self.dispatcher.run,
             "dispatcher.collect": self.dispatcher.collect,
             "dispatcher.publish": self.dispatcher.publish_telemetry,
@@ -148,6 +154,11 @@ class SilRun:
             registry, base_period_ns=self.step_s * NS_PER_S, on_event=self._scheduler_events.emit)
         self.stats = RunStats()
         self.bus.settle()
+        # Commands given with the run (a stored sequence's LOAD and START) go in through the
+        # dispatcher like any ground command, answered in frame zero.
+        uplink_pub = self.bus.publisher("sim_uplink")
+        for command_id, (command, args) in enumerate(uplink, start=1):
+            uplink_pub.publish("cmd.dispatch", {"id": command_id, "command": command, "args": args})
         self.driver.tick(self.clock.now_ns())  # frame zero: telemetry and a first decision at the epoch
         self._account()
         self.finished = False
@@ -246,6 +257,8 @@ class SilRun:
             "checkpoints_rejected": self.checkpoints.rejected_count,
             "resumes": self.training.resumes,
             "inference_answered": self.inference.answered,
+            "sequences": self.sequencer.summary(),
+            "commands": dict(self.dispatcher.counters),
             "preemptions": self.training.preemptions,
             "gpu_on_cycles": self.power_manager.gpu_on_cycles,
             "gpu_thermal_trips": world.gpu.thermal_trips,

@@ -31,6 +31,7 @@ def _progress_factory(enabled: bool):
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from flight.sequence_format import SequenceError
     from tools.run_sim import human_summary, run_simulation
 
     try:
@@ -38,9 +39,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
             args.scenario, orbits=args.orbits, duration_s=args.duration_s, seed=args.seed,
             compute=args.compute, out_dir=args.out, report=not args.no_report,
             progress_factory=_progress_factory(not args.quiet and sys.stderr.isatty() or args.progress),
+            sequences=args.sequence,
         )
     except ScenarioError as exc:
         print(f"sunlit sim: {exc}", file=sys.stderr)
+        return 2
+    except SequenceError as exc:
+        for issue in exc.issues:
+            where = f"{issue.line}: " if issue.line is not None else ""
+            print(f"sunlit sim: sequence error: {where}{issue.message}", file=sys.stderr)
         return 2
     print(human_summary(summary))
     return 0
@@ -69,6 +76,32 @@ def cmd_policies(args: argparse.Namespace) -> int:
         results.append(comparison)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _speed(text: str) -> float:
+    if text == "max":
+        return float("inf")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be a number > 0 or 'max', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"speed must be > 0, got {text}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tools.stack import StackOptions, run_stack
+
+    try:
+        options = StackOptions(scenario=args.scenario, out_dir=args.out, seed=args.seed, compute=args.compute,
+                               speed=args.speed, duration_s=args.duration_s, host=args.host, port=args.port,
+                               keys_dir=args.keys, insecure=args.insecure, ready_file=args.ready_file)
+        run_stack(options)
+    except (ScenarioError, ValueError, OSError) as exc:
+        print(f"sunlit run: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -132,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--compute", choices=("real", "modeled"), default="real",
                      help="real: training steps run on this host; modeled: accounted by the GPU model only")
     sim.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under runs/)")
+    sim.add_argument("--sequence", type=Path, action="append", default=[], metavar="FILE",
+                     help="a stored command sequence, checked, then loaded and started at the epoch (repeatable)")
     sim.add_argument("--no-report", action="store_true", help="skip report.png")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
@@ -164,6 +199,38 @@ def build_parser() -> argparse.ArgumentParser:
     policies.add_argument("--seed", type=int, default=0)
     policies.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     policies.set_defaults(func=cmd_policies)
+    run = sub.add_parser("run", help="keep the whole stack up, paced, with its command and telemetry endpoints open",
+                         description="Run the SIL stack (world, HAL services, flight software) paced at real time or "
+                                     "a chosen speed-up, with the ground link open: a CURVE-secured command endpoint "
+                                     "(port) and telemetry endpoint (port + 1). Prints the endpoints and the console "
+                                     "command. Ctrl-C (or SIGTERM) stops it cleanly and writes summary.json.")
+    run.add_argument("--scenario", default="starcloud1",
+                     help=f"preset name ({', '.join(preset_names())}) or path to a TOML file (default: starcloud1)")
+    run.add_argument("--speed", type=_speed, default=1.0,
+                     help="simulated seconds per wall second, or 'max' (default: 1, real time)")
+    run.add_argument("--duration-s", type=float, default=None, help="stop after this much simulated time (default: never)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--compute", choices=("real", "modeled"), default="modeled",
+                     help="modeled (default): the GPU model accounts the work; real: training runs on this host")
+    run.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    run.add_argument("--port", type=int, default=5555, help="command port; telemetry on port + 1 (0: any free ports)")
+    run.add_argument("--keys", type=Path, default=None, metavar="DIR",
+                     help="key folder from `sunlit keys init` (default: a fresh one in the output folder)")
+    run.add_argument("--insecure", action="store_true",
+                     help="no CURVE: every client may command (local benches only)")
+    run.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under runs/)")
+    run.add_argument("--ready-file", type=Path, default=None, metavar="PATH",
+                     help="write the endpoints as JSON here once serving (for scripts and test fixtures)")
+    run.set_defaults(func=cmd_run)
+
+    from tools.sequence_tool import add_parser as add_sequence_parser
+
+    add_sequence_parser(sub)  # sunlit seq check FILE... | sunlit seq compile FILE -o OUT
+
+    from tools.keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)  # sunlit keys init DIR | sunlit keys add DIR NAME --role ROLE
+
     dictionary = sub.add_parser("dict", help="the command, telemetry and event dictionary (list, JSON, XTCE)",
                                 description="Print the dictionary: every command (arguments, ranges, hazardous flag), "
                                             "telemetry channel (units, limits) and event (severity). With a NAME, "

@@ -26,14 +26,22 @@ def default_out_dir(scenario: Scenario, seed: int) -> Path:
 def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: float | None = None,
                    duration_s: float | None = None, seed: int = 0, compute: str = "real",
                    out_dir: Path | None = None, report: bool = True,
-                   progress_factory: Callable[[int], Callable[[int], None]] | None = None) -> dict[str, Any]:
-    """Run and write outputs; returns the summary. Default: one orbit."""
+                   progress_factory: Callable[[int], Callable[[int], None]] | None = None,
+                   sequences: list[Path] = ()) -> dict[str, Any]:
+    """Run and write outputs; returns the summary. Default: one orbit.
+
+    Each sequence file is checked (SequenceError lists every problem), then loaded and started
+    through the dispatcher at the epoch, as a ground uplink would.
+    """
+    from tools.sequence_tool import uplink_commands
+
+    uplink = [command for path in sequences for command in uplink_commands(path)]
     if orbits is not None and duration_s is not None:
         raise ValueError("give orbits or duration_s, not both")
     scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario, seed)
     wall_start = time.perf_counter()
-    run = SilRun(scenario, out, seed=seed, compute=compute)
+    run = SilRun(scenario, out, seed=seed, compute=compute, uplink=uplink)
     try:
         if duration_s is None:
             duration_s = (1.0 if orbits is None else orbits) * run.world.orbit.propagator.mean_motion_period_s
@@ -72,6 +80,9 @@ def human_summary(summary: dict[str, Any]) -> str:
         f"{summary['gpu_on_cycles']} GPU on-cycles",
         f"  flight sw   {summary['telemetry_messages']} messages stored, {summary['bus_dropped']} dropped, "
         f"{summary['frame_slips']} frame slips, {summary['member_errors']} member errors",
+        *(f"  sequence    {name}: {seq['state']} ({seq['commands_ok']}/{seq['commands']} commands OK)"
+          + (f"; {seq['failure']}" if seq.get("failure") else "")
+          for name, seq in summary.get("sequences", {}).items()),
         f"  hashes      telemetry {summary['telemetry_sha256'][:16]}…"
         + (f"  weights {summary['weights_sha256'][:16]}…" if summary["weights_sha256"] else ""),
         f"  wrote       {summary['out_dir']}/summary.json, telemetry.db, report.png",
