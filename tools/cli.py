@@ -227,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sequence_parser(sub)  # sunlit seq check FILE... | sunlit seq compile FILE -o OUT
 
+    from tools.console import run_console
+
+    # The console parses its own arguments: a script name may follow options there.
+    console = sub.add_parser("console", help="command a running stack: interactive prompt, -c lines or scripts",
+                             add_help=False, prefix_chars="\0",
+                             usage="sunlit console ENDPOINT [SCRIPT ...] [options]   (sunlit console --help)")
+    console.add_argument("argv", nargs=argparse.REMAINDER)
+    console.set_defaults(func=lambda args: run_console(args.argv))
+
     from tools.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)  # sunlit keys init DIR | sunlit keys add DIR NAME --role ROLE
