@@ -39,8 +39,9 @@ stack has not answered ``response_timeout_ticks`` ticks after it was forwarded (
 the runner passes to ``service``) is answered EXECUTION_ERROR; the default leaves the
 dispatcher's own timeout (10 s of mission time) room to answer first.
 
-The link takes no commands of its own (it is not commandable: SIL has no link to answer them);
-``reset_counters()`` is there for the wiring.
+The link answers NOOP and RESET_COUNTERS (``ground_link.*`` through the dispatcher) like every
+component: it drains its commands in ``service``, between ticks, so the dispatcher relays the
+answer on the next tick. A plain SIL run has no link, and such a command times out there.
 
 Threads: the link and its sockets belong to the runner's thread. Only the authenticator runs in
 its own thread; it hands refusals over through a thread-safe queue.
@@ -65,6 +66,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from flight.bus import Bus
 from flight.clock import Clock, iso_utc
+from flight.command_server import CommandServer
 from flight.command_status import TERMINAL_STATUSES
 from flight.dictionary import Dictionary, default_dictionary
 from flight.events import EventReporter
@@ -619,6 +621,8 @@ class GroundLink:
 
         self._pub = bus.publisher(COMPONENT)
         self._events = EventReporter(bus, COMPONENT, self.dictionary)
+        self.commands = CommandServer(bus, COMPONENT, {}, dictionary=self.dictionary,
+                                      on_reset_counters=self.reset_counters)
         self._downlink = bus.subscribe([*config.telemetry_topics, "rsp.dispatch"], hwm=config.bus_hwm,
                                        name=f"{COMPONENT}-downlink")
         self._forwarded_topic: dict[str, bool] = {}
@@ -696,6 +700,7 @@ class GroundLink:
             self._tick = tick
         self._take_refusals()
         self._take_handshake_failures()
+        self.commands.execute_commands()
         self._drain_bus()
         self._read_clients()
         self._expire()
@@ -705,11 +710,11 @@ class GroundLink:
         self._pub.publish(f"tlm.{COMPONENT}", {
             "secure": self.secure, **self.counters, "pending": len(self._pending),
             "telemetry_dropped": self._downlink.dropped_total,
+            "cmd_accepted": self.commands.accepted, "cmd_rejected": self.commands.rejected,
         })
 
     def reset_counters(self) -> None:
-        """Zero the counters and let throttled events through again (wiring may call it, e.g. at
-        the start of each ground pass; the link takes no commands of its own)."""
+        """Zero the counters and let throttled events through again (ground_link.RESET_COUNTERS)."""
         self.counters = dict.fromkeys(_COUNTERS, 0)
         self._events.reset_throttles()
 
@@ -719,6 +724,7 @@ class GroundLink:
             return
         self.closed = True
         self._downlink.close()
+        self.commands.subscription.close()
         if self.sockets is not None:
             self.sockets.close()
         else:

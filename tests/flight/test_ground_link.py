@@ -344,12 +344,15 @@ def test_through_the_real_dispatcher(tmp_path):
         assert client.send_command("nope.NOOP").status == "INVALID_OPCODE"
         obs = env.client("obs")
         assert obs.send_command("dispatcher.ARM", {"command": "eps.SET_SWITCH"}).status == "EXECUTION_ERROR"
+        # The link answers its own NOOP and RESET_COUNTERS through the dispatcher, like any component.
+        assert client.send_command("ground_link.NOOP").ok
+        assert env.link.counters["refused_role"] == 1
+        assert client.send_command("ground_link.RESET_COUNTERS").ok
         env.stop()
         assert env.stack.switch_calls == [{"switch": "gpu", "on": False}]
-        assert env.stack.dispatcher.counters["ok"] == 3
-        assert env.link.counters["refused_role"] == 1
-        env.link.reset_counters()
-        assert set(env.link.counters.values()) == {0}
+        assert env.stack.dispatcher.counters["ok"] == 5
+        assert env.link.counters["refused_role"] == 0 and env.link.commands.accepted == 1
+
 
 
 # --------------------------------------------------------------------------- insecure bench mode
@@ -545,7 +548,7 @@ def test_fuzzed_frames_over_the_socket_each_get_one_clean_reply(tmp_path):
 
 def test_dictionary_declares_the_link():
     dictionary = default_dictionary()
-    assert not dictionary.components["ground_link"].commandable  # SIL has no link to answer a NOOP
+    assert dictionary.components["ground_link"].commandable  # NOOP and RESET_COUNTERS, as every component
     assert {"CLIENT_REFUSED", "COMMAND_REFUSED", "CLIENT_CONNECTED"} <= {
         e.name for e in dictionary.events.values() if e.component == "ground_link"}
     assert len(dictionary_sha256(dictionary)) == 64
