@@ -125,6 +125,9 @@ class TelemetryStore:
             self.flush()
             columns = []
             self._db.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (t_ns INTEGER NOT NULL, seq INTEGER, source TEXT)')
+            # A store reopened over an earlier run's file (a restarted stack) keeps its columns.
+            columns.extend(row[1] for row in self._db.execute(f'PRAGMA table_info("{table}")')
+                           if row[1] not in _RESERVED)
             if self._epoch_unix_s is not None:
                 self._create_utc_view(table)
             self._columns[table] = columns

@@ -1,9 +1,9 @@
 """Scenario files: TOML, validated on load with errors that name the key.
 
 A scenario is everything the world needs to know about one satellite: its orbit (elements or a
-TLE), solar arrays, battery, bus loads, GPU, thermal network, the payload's training workload and
-the simulation step. Presets ship inside the package (``sim/scenarios/*.toml``) and are selected by
-name; any other TOML file can be given by path.
+TLE), solar arrays, battery, bus loads, GPU, thermal network, the payload's training workload, its
+ground stations and downlink rate, and the simulation step. Presets ship inside the package
+(``sim/scenarios/*.toml``) and are selected by name; any other TOML file can be given by path.
 """
 
 from __future__ import annotations
@@ -122,6 +122,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "step_s": _int(1, 1, 3600),
         "telemetry_noise": Key(bool, True),
     },
+    "ground": {
+        # Downlink bit rate while a station is in view. 1 Mbit/s is a mid-range S-band smallsat
+        # link (S-band tops out near 4.3 Mbit/s; X-band is 50-220 Mbit/s): about 3x what the SIL's
+        # ~14 kbit/s of telemetry needs with 4-5 % of the day in contact, so the queue drains.
+        "downlink_rate_bps": _num(1_000_000.0, 0.0, 1e11, lo_exclusive=True),
+        # [[ground.stations]] tables, each checked against STATION_SCHEMA.
+        "stations": Key(list, ()),
+    },
+}
+
+# One [[ground.stations]] table.
+STATION_SCHEMA: dict[str, Key] = {
+    "name": Key(str, required=True),
+    "lat_deg": _num(None, -90.0, 90.0, required=True),  # WGS84 geodetic
+    "lon_deg": _num(None, -180.0, 180.0, required=True),  # east positive
+    "alt_m": _num(0.0, -500.0, 9000.0),  # above the WGS84 ellipsoid
+    # Elevation mask: below it the link does not close (terrain, multipath, link margin).
+    "min_elevation_deg": _num(10.0, 0.0, 89.0),
 }
 
 REQUIRED_SECTIONS = ("orbit", "solar_array", "battery", "bus_load")
@@ -143,12 +161,24 @@ class Scenario:
     training: dict[str, Any]
     power_manager: dict[str, Any]
     simulation: dict[str, Any]
+    # Optional in files: no stations and the default rate when absent.
+    ground: dict[str, Any] = field(default_factory=lambda: {
+        "downlink_rate_bps": SCHEMA["ground"]["downlink_rate_bps"].default, "stations": []})
     epoch_utc: datetime = field(default=None)  # type: ignore[assignment]
 
     @property
     def soc_floor(self) -> float:
         """Lowest state of charge the payload may take the battery to."""
         return 1.0 - self.battery["dod_limit"]
+
+    @property
+    def ground_stations(self) -> list[dict[str, Any]]:
+        """[[ground.stations]] with defaults filled in: name, lat_deg, lon_deg, alt_m, min_elevation_deg."""
+        return [dict(station) for station in self.ground["stations"]]
+
+    @property
+    def downlink_rate_bps(self) -> float:
+        return self.ground["downlink_rate_bps"]
 
 
 def preset_names() -> list[str]:
@@ -194,6 +224,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<dict>") -> Scenario:
     sections = {name: _validate_section(where, name, data.get(name, {})) for name in SCHEMA}
     orbit = sections["orbit"]
     epoch = _validate_orbit(where, orbit, data.get("orbit", {}))
+    sections["ground"]["stations"] = _validate_stations(where, sections["ground"]["stations"])
     _validate_cross_section(where, sections)
     name = data.get("name", Path(source).stem if source.endswith(".toml") else source)
     if not isinstance(name, str):
@@ -287,6 +318,36 @@ def _validate_orbit(where: str, orbit: dict[str, Any], given: dict[str, Any]) ->
     if orbit["epoch_utc"] is None:
         raise ScenarioError(f"{where}: [orbit] epoch_utc is required")
     return parse_epoch_utc(orbit["epoch_utc"], f"{where}: [orbit] epoch_utc")
+
+
+def _validate_stations(where: str, stations: Any) -> list[dict[str, Any]]:
+    """Each [[ground.stations]] table: known keys, types and ranges, names unique."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(stations, start=1):
+        label = f"[[ground.stations]] #{index}"
+        if not isinstance(entry, dict):
+            raise ScenarioError(f"{where}: {label} must be a table, got {entry!r}")
+        if isinstance(entry.get("name"), str) and entry["name"]:
+            label = f"{label} ({entry['name']!r})"
+        for key in entry:
+            if key not in STATION_SCHEMA:
+                raise ScenarioError(f"{where}: {label} unknown key {key!r} (accepted: {', '.join(STATION_SCHEMA)})")
+        station: dict[str, Any] = {}
+        for key, spec in STATION_SCHEMA.items():
+            if key not in entry:
+                if spec.required:
+                    raise ScenarioError(f"{where}: {label} {key} is required")
+                station[key] = spec.default
+                continue
+            station[key] = _check_value(where, f"{label} {key}", spec, entry[key])
+        if not station["name"]:
+            raise ScenarioError(f"{where}: {label} name must not be empty")
+        if station["name"] in seen:
+            raise ScenarioError(f"{where}: {label} name {station['name']!r} is used by an earlier station")
+        seen.add(station["name"])
+        out.append(station)
+    return out
 
 
 def _validate_cross_section(where: str, sections: dict[str, dict[str, Any]]) -> None:

@@ -27,6 +27,7 @@ from flight.checkpoint import CheckpointStore
 from flight.clock import SteppedClock, iso_utc
 from flight.compute import SharedCompute
 from flight.dispatcher import Dispatcher
+from flight.downlink import Downlink, DownlinkConfig, DownlinkTransport, LoopbackTransport
 from flight.sequencer import Sequencer, SequencerConfig
 from flight.inference_job import InferenceJob, InferenceJobConfig
 from flight.modes import ModeConfig, ModeManager
@@ -39,6 +40,7 @@ from flight.training.trainer import TrainerConfig
 from flight.training_job import TrainingJob, TrainingJobConfig
 from hal.service import DeviceService
 from hal.sim_backends import SimAccelerator, SimEps, SimGpu, SimNav, SimThermal
+from hal.sim_radio import SimRadio
 from sim.scenario import Scenario
 from sim.world import World, gpu_params
 
@@ -73,6 +75,11 @@ def power_manager_config(scenario: Scenario, policy: str = "manager") -> PowerMa
     )
 
 
+def _acknowledge_all(batch: dict) -> dict:
+    """A ground station that archives everything it hears (elsewhere) and says so."""
+    return {"type": "ack", "store_id": batch["store_id"], "ids": [frame_id for frame_id, _ in batch["frames"]]}
+
+
 @dataclass
 class RunStats:
     """Truth-side accounting, from the world, independent of what flight software believes."""
@@ -86,7 +93,8 @@ class RunStats:
 class SilRun:
     def __init__(self, scenario: Scenario, out_dir: Path, seed: int = 0, compute: str = "real",
                  text: str | None = None, policy: str = "manager",
-                 uplink: list[tuple[str, dict[str, Any]]] = ()) -> None:
+                 uplink: list[tuple[str, dict[str, Any]]] = (),
+                 downlink_transport: DownlinkTransport | None = None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.compute = compute
@@ -104,6 +112,7 @@ class SilRun:
             "eps": DeviceService(SimEps(self.world, seed, noise), self.bus),
             "thermal": DeviceService(SimThermal(self.world, seed, noise), self.bus),
             "gpu": DeviceService(SimGpu(self.world, seed, noise), self.bus),
+            "radio": DeviceService(SimRadio(self.world), self.bus),
         }
         self.modes = ModeManager(self.bus, ModeConfig(dod_limit=scenario.battery["dod_limit"],
                                                       safe_below_floor=policy == "manager"))
@@ -123,9 +132,20 @@ class SilRun:
                   "epoch_utc": iso_utc(scenario.epoch_utc), "step_s": self.step_s},
             epoch_unix_s=scenario.epoch_utc.timestamp(),
         )
+        # Store-and-forward: the onboard queue, sent in ground passes. Without a transport from the
+        # caller the ground is a perfect one that acknowledges everything it hears.
+        self.downlink = Downlink(
+            self.bus, self.out_dir / "downlink.db", None,
+            downlink_transport if downlink_transport is not None else LoopbackTransport(_acknowledge_all, history=0),
+            DownlinkConfig(store_name=f"sil-{scenario.name}-seed{seed}", fsync_in_contact=False,
+                           commit_interval_s=10.0, housekeeping_period_s=10.0, bulk_period_s=60.0),
+            created_t_ns=self.clock.now_ns())
         # Rate groups are data (flight/schedules/sil.toml); this registry is all the wiring.
         registry = {
             "nav.publish": self.services["nav"].publish_telemetry,
+            "radio.publish": self.services["radio"].publish_telemetry,
+            "radio.commands": self.services["radio"].execute_commands,
+            "downlink.run": self.downlink.run,
             "eps.publish": self.services["eps"].publish_telemetry,
             "thermal.publish": self.services["thermal"].publish_telemetry,
             "gpu.publish": self.services["gpu"].publish_telemetry,
@@ -208,16 +228,19 @@ class SilRun:
         self._hk.publish("tlm.scheduler", body)
 
     def close(self) -> None:
-        """Release the store and the bus (after finish(), or when a run is abandoned)."""
+        """Release the stores and the bus (after finish(), or when a run is abandoned)."""
         if not self.finished:
             self.store.close()
+            self.downlink.close()
             self.finished = True
         self.bus.close()
 
     def finish(self) -> dict[str, Any]:
         """Flush the store, close the bus and return the run summary (without wall time)."""
+        downlink = self.downlink.telemetry()
         if not self.finished:
             self.store.close()
+            self.downlink.close()
             self.finished = True
         weights = self.training.weights_sha256()
         bus_stats = self.bus.stats()
@@ -268,6 +291,9 @@ class SilRun:
             "bus_dropped": sum(s["dropped_total"] for s in bus_stats.values()),
             "bus_malformed": sum(s["malformed"] for s in bus_stats.values()),
             "telemetry_messages": self.store.messages_stored,
+            "downlink": {key: downlink[key] for key in (
+                "passes", "sent_frames", "sent_bytes", "acked_frames", "resent_frames", "queued_frames",
+                "evicted_frames", "decimated_frames")},
             "telemetry_sha256": self.store.sha256,
             "weights_sha256": weights,
         }

@@ -105,6 +105,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ground(args: argparse.Namespace) -> int:
+    from tools.ground_archive import serve_ground_archive
+
+    setup = None
+    if not args.insecure:
+        if args.keys is None:
+            print("sunlit ground: give --keys DIR (the stack's key folder) or --insecure", file=sys.stderr)
+            return 2
+        from tools.keys import KeyFileError, load_client_keys, load_public_key
+
+        try:
+            client = load_client_keys(args.keys / f"{args.client}.key_secret")
+            server_public = load_public_key(args.keys / "server.key")
+        except KeyFileError as exc:
+            print(f"sunlit ground: {exc}", file=sys.stderr)
+            return 2
+
+        def setup(socket) -> None:
+            import zmq
+
+            socket.setsockopt(zmq.CURVE_PUBLICKEY, client.public)
+            socket.setsockopt(zmq.CURVE_SECRETKEY, client.secret)
+            socket.setsockopt(zmq.CURVE_SERVERKEY, server_public)
+
+    print(f"sunlit ground: archiving {args.endpoint} into {args.archive} (Ctrl-C to stop)", file=sys.stderr)
+    stats = serve_ground_archive(args.endpoint, args.archive, socket_setup=setup)
+    print(" ".join(f"{k}={v}" for k, v in stats.items()))
+    return 0
+
+
 def cmd_dict(args: argparse.Namespace) -> int:
     from flight.dictionary import DictionaryError, default_dictionary, load_dictionary
     from tools.dictionary_export import to_json_text, to_xtce
@@ -239,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     from tools.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)  # sunlit keys init DIR | sunlit keys add DIR NAME --role ROLE
+
+    ground = sub.add_parser("ground", help="archive a stack's store-and-forward downlink and acknowledge it",
+                            description="Connect to a stack's downlink endpoint, archive every frame that comes "
+                                        "down in ground passes in SQLite (one copy per store and frame id), and "
+                                        "acknowledge what is committed, so the stack may delete it. Runs until "
+                                        "Ctrl-C; a restart resumes the same archive.")
+    ground.add_argument("endpoint", help="the stack's downlink endpoint (sunlit run prints it)")
+    ground.add_argument("--archive", type=Path, required=True, metavar="PATH", help="SQLite archive (created if absent)")
+    ground.add_argument("--keys", type=Path, default=None, metavar="DIR", help="the stack's key folder")
+    ground.add_argument("--client", default="operator", help="client key to use from --keys (default: operator)")
+    ground.add_argument("--insecure", action="store_true", help="no CURVE (a stack run with --insecure)")
+    ground.set_defaults(func=cmd_ground)
 
     dictionary = sub.add_parser("dict", help="the command, telemetry and event dictionary (list, JSON, XTCE)",
                                 description="Print the dictionary: every command (arguments, ranges, hazardous flag), "

@@ -41,7 +41,14 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario, seed)
     wall_start = time.perf_counter()
-    run = SilRun(scenario, out, seed=seed, compute=compute, uplink=uplink)
+    from flight.downlink import LoopbackTransport
+    from tools.ground_archive import GroundArchive
+
+    # The ground side of store-and-forward: what the passes brought down, archived in ground.db.
+    out.mkdir(parents=True, exist_ok=True)
+    ground = GroundArchive(out / "ground.db", durable=False)
+    run = SilRun(scenario, out, seed=seed, compute=compute, uplink=uplink,
+                 downlink_transport=LoopbackTransport(ground.receive_batch, history=0))
     try:
         if duration_s is None:
             duration_s = (1.0 if orbits is None else orbits) * run.world.orbit.propagator.mean_motion_period_s
@@ -51,6 +58,9 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
         summary = run.finish()
     finally:
         run.close()
+        summary_ground = ground.stats()
+        ground.close()
+    summary["downlink"]["ground_archived_frames"] = summary_ground["frames_archived"]
     summary["wall_seconds"] = round(time.perf_counter() - wall_start, 3)
     summary["speedup"] = round(summary["sim_seconds"] / max(summary["wall_seconds"], 1e-9), 1)
     summary["out_dir"] = str(out)
@@ -78,6 +88,9 @@ def human_summary(summary: dict[str, Any]) -> str:
         + (f", loss {summary['train_loss_final']:.3f}" if summary["train_loss_final"] is not None else "")
         + f", {summary['checkpoints']} checkpoints, {summary['resumes']} resumes, "
         f"{summary['gpu_on_cycles']} GPU on-cycles",
+        f"  downlink    {summary['downlink']['passes']} ground passes, "
+        f"{summary['downlink']['ground_archived_frames']} frames archived on the ground (ground.db), "
+        f"{summary['downlink']['queued_frames']} still queued on board",
         f"  flight sw   {summary['telemetry_messages']} messages stored, {summary['bus_dropped']} dropped, "
         f"{summary['frame_slips']} frame slips, {summary['member_errors']} member errors",
         *(f"  sequence    {name}: {seq['state']} ({seq['commands_ok']}/{seq['commands']} commands OK)"

@@ -24,6 +24,7 @@ from typing import Any, Callable, TextIO
 
 import zmq
 
+from flight.downlink import ZmqDownlinkTransport
 from flight.ground_link import GroundLink, GroundLinkConfig
 from flight.rate_group import TickContext
 from sim.scenario import Scenario, load_scenario
@@ -41,7 +42,7 @@ class StackOptions:
     speed: float = 1.0                 # math.inf: as fast as possible
     duration_s: float | None = None    # None: until stopped
     host: str = "127.0.0.1"
-    port: int = 5555                   # command port; telemetry is port + 1 (0: any free ports)
+    port: int = 5555                   # command port; telemetry port + 1, downlink port + 2 (0: any free ports)
     keys_dir: Path | None = None       # None: a fresh key set in <out>/keys
     insecure: bool = False
     ready_file: Path | None = None
@@ -49,8 +50,8 @@ class StackOptions:
     def __post_init__(self) -> None:
         if not (self.speed > 0):
             raise ValueError(f"speed must be > 0, got {self.speed}")
-        if not 0 <= self.port <= 65534:
-            raise ValueError(f"port must be in [0, 65534], got {self.port}")
+        if not 0 <= self.port <= 65533:
+            raise ValueError(f"port must be in [0, 65533], got {self.port}")
         if self.insecure and self.keys_dir is not None:
             raise ValueError("--insecure takes no keys")
 
@@ -68,13 +69,38 @@ class Stack:
         self.options = options
         scenario = options.scenario if isinstance(options.scenario, Scenario) else load_scenario(options.scenario)
         self.out_dir = Path(options.out_dir) if options.out_dir is not None else default_out_dir(scenario, options.seed)
-        self.sil = SilRun(scenario, self.out_dir, seed=options.seed, compute=options.compute)
         self.context = zmq.Context()
-        self.keys_dir: Path | None = None
+        self.keys_dir = None if options.insecure else self._prepare_keys()
+        # The store-and-forward downlink: the ground archive (`sunlit ground`) connects a DEALER.
+        # Secured like the link (same server key, same allowed clients); bound once the link has
+        # started the authenticator, so no handshake can happen without it.
+        self._downlink_socket = self.context.socket(zmq.ROUTER)
+        self._downlink_socket.setsockopt(zmq.LINGER, 0)
+        self._downlink_socket.setsockopt(zmq.SNDHWM, 1000)
+        if self.keys_dir is not None:
+            from flight.ground_link import ZAP_DOMAIN
+            from tools.keys import load_server_keys
+
+            server = load_server_keys(self.keys_dir)
+            self._downlink_socket.setsockopt(zmq.CURVE_SERVER, 1)
+            self._downlink_socket.setsockopt(zmq.CURVE_PUBLICKEY, server.public)
+            self._downlink_socket.setsockopt(zmq.CURVE_SECRETKEY, server.secret)
+            self._downlink_socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+            self._downlink_socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        try:
+            self.sil = SilRun(scenario, self.out_dir, seed=options.seed, compute=options.compute,
+                              downlink_transport=ZmqDownlinkTransport(self._downlink_socket))
+        except BaseException:
+            self._downlink_socket.close(linger=0)
+            self.context.term()
+            raise
         try:
             self.link = self._open_link()
+            self._downlink_socket.bind(_endpoint(options.host, options.port + 2 if options.port else 0))
+            self.downlink_endpoint = self._downlink_socket.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException:
             self.sil.close()
+            self._downlink_socket.close(linger=0)
             self.context.term()
             raise
         self.sil.bus.settle()
@@ -82,6 +108,15 @@ class Stack:
         self.late_ticks = 0
         self.max_lag_s = 0.0
         self._stop = False
+
+    def _prepare_keys(self) -> Path:
+        from tools.keys import init_keys
+
+        opts = self.options
+        keys_dir = Path(opts.keys_dir) if opts.keys_dir is not None else self.out_dir / "keys"
+        if opts.keys_dir is None and not (keys_dir / "server.key").exists():
+            init_keys(keys_dir)
+        return keys_dir
 
     def _open_link(self) -> GroundLink:
         opts = self.options
@@ -91,12 +126,9 @@ class Stack:
         if opts.insecure:
             return GroundLink.open(self.sil.bus, self.context, command_ep, telemetry_ep, clock=self.sil.clock,
                                    config=config)
-        from tools.keys import init_keys, load_allowed_clients, load_server_keys
+        from tools.keys import load_allowed_clients, load_server_keys
 
-        keys_dir = Path(opts.keys_dir) if opts.keys_dir is not None else self.out_dir / "keys"
-        if opts.keys_dir is None and not (keys_dir / "server.key").exists():
-            init_keys(keys_dir)
-        self.keys_dir = keys_dir
+        keys_dir = self.keys_dir
         return GroundLink.open(self.sil.bus, self.context, command_ep, telemetry_ep, clock=self.sil.clock,
                                server_keys=load_server_keys(keys_dir), allowed_clients=load_allowed_clients(keys_dir),
                                config=config)
@@ -111,6 +143,7 @@ class Stack:
 
     def info(self) -> dict[str, Any]:
         return {"command_endpoint": self.command_endpoint, "telemetry_endpoint": self.telemetry_endpoint,
+                "downlink_endpoint": self.downlink_endpoint,
                 "keys_dir": str(self.keys_dir) if self.keys_dir is not None else None,
                 "secure": not self.options.insecure, "out_dir": str(self.out_dir), "pid": os.getpid(),
                 "scenario": self.sil.scenario.name, "speed": self.options.speed}
@@ -161,6 +194,7 @@ class Stack:
             self.link.close()
         finally:
             summary = self.sil.finish()
+            self._downlink_socket.close(linger=0)
             self.context.term()
         summary.update({"ground_link": dict(self.link.counters), "late_ticks": self.late_ticks,
                         "max_lag_s": round(self.max_lag_s, 3), "speed": self.options.speed})
@@ -175,13 +209,16 @@ def banner(stack: Stack) -> str:
         f"Sunlit stack up: {info['scenario']} ({stack.options.compute} compute), {speed}",
         f"  commands   {info['command_endpoint']}",
         f"  telemetry  {info['telemetry_endpoint']}",
+        f"  downlink   {info['downlink_endpoint']}   (store-and-forward, in ground passes)",
     ]
     if info["keys_dir"]:
         lines.append(f"  security   CURVE; keys in {info['keys_dir']} (clients: {', '.join(_client_names(stack))})")
         lines.append(f"  console    sunlit console {info['command_endpoint']} --keys {info['keys_dir']}")
+        lines.append(f"  archive    sunlit ground {info['downlink_endpoint']} --archive ground.db --keys {info['keys_dir']}")
     else:
         lines.append("  security   NONE (--insecure): anyone who can reach the port may command")
         lines.append(f"  console    sunlit console {info['command_endpoint']} --insecure")
+        lines.append(f"  archive    sunlit ground {info['downlink_endpoint']} --archive ground.db --insecure")
     lines.append(f"  output     {info['out_dir']}   (Ctrl-C stops and writes summary.json)")
     return "\n".join(lines)
 

@@ -65,7 +65,8 @@ def test_every_emit_in_the_source_names_a_declared_event():
     pattern = re.compile(r'emit\(\s*"([A-Z_]+)",\s*"([A-Z_]+)"')
     sources = {"flight/modes.py": "modes", "flight/power_manager.py": "power", "flight/training_job.py": "training",
                "flight/inference_job.py": "inference", "flight/dispatcher.py": "dispatcher",
-               "flight/rate_group.py": "scheduler", "flight/sequencer.py": "sequencer"}
+               "flight/rate_group.py": "scheduler", "flight/sequencer.py": "sequencer",
+               "flight/downlink.py": "downlink"}
     found = 0
     for path, component in sources.items():
         for severity, name in pattern.findall((REPO / path).read_text()):

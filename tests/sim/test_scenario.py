@@ -122,3 +122,68 @@ def test_invalid_toml_and_unknown_preset(tmp_path):
         load_scenario(bad)
     with pytest.raises(ScenarioError, match="unknown scenario 'nope'"):
         load_scenario("nope")
+
+
+# --------------------------------------------------------------------------- [ground]
+
+def with_stations(*stations, **ground):
+    data = minimal()
+    data["ground"] = {"stations": list(stations), **ground}
+    return data
+
+
+SVALBARD = {"name": "Svalbard", "lat_deg": 78.23, "lon_deg": 15.39}
+
+
+def test_ground_is_optional_and_defaults_fill_in():
+    s = parse_scenario(minimal())
+    assert s.ground_stations == []
+    assert s.downlink_rate_bps == 1_000_000.0
+    s = parse_scenario(with_stations(SVALBARD, downlink_rate_bps=2e6))
+    assert s.ground_stations == [{"name": "Svalbard", "lat_deg": 78.23, "lon_deg": 15.39, "alt_m": 0.0,
+                                  "min_elevation_deg": 10.0}]
+    assert s.downlink_rate_bps == 2e6
+
+
+def test_presets_list_their_ground_stations():
+    for name in preset_names():
+        s = load_scenario(name)
+        assert 2 <= len(s.ground_stations) <= 4
+        assert s.downlink_rate_bps > 0
+
+
+@pytest.mark.parametrize("ground, fragment", [
+    ({"stations": [SVALBARD], "downlink_rate_bps": 0.0}, "[ground] downlink_rate_bps must be > 0"),
+    ({"stations": [SVALBARD], "rate_bps": 1.0}, "[ground] unknown key 'rate_bps'"),
+    ({"stations": {"name": "x"}}, "[ground] stations must be a list"),
+    ({"stations": ["Svalbard"]}, "[[ground.stations]] #1 must be a table"),
+    ({"stations": [{**SVALBARD, "lat": 1.0}]}, "[[ground.stations]] #1 ('Svalbard') unknown key 'lat'"),
+    ({"stations": [{**SVALBARD, "lat_deg": 91.0}]}, "[[ground.stations]] #1 ('Svalbard') lat_deg must be <= 90"),
+    ({"stations": [{**SVALBARD, "lon_deg": -181.0}]}, "[[ground.stations]] #1 ('Svalbard') lon_deg must be >= -180"),
+    ({"stations": [{**SVALBARD, "lon_deg": "15E"}]}, "[[ground.stations]] #1 ('Svalbard') lon_deg must be a number"),
+    ({"stations": [{**SVALBARD, "min_elevation_deg": 90.0}]}, "min_elevation_deg must be <= 89"),
+    ({"stations": [{"lat_deg": 1.0, "lon_deg": 2.0}]}, "[[ground.stations]] #1 name is required"),
+    ({"stations": [{**SVALBARD, "name": 7}]}, "[[ground.stations]] #1 name must be a str"),
+    ({"stations": [{**SVALBARD, "name": ""}]}, "[[ground.stations]] #1 name must not be empty"),
+    ({"stations": [{"name": "A", "lon_deg": 2.0}]}, "[[ground.stations]] #1 ('A') lat_deg is required"),
+    ({"stations": [SVALBARD, {**SVALBARD, "lat_deg": 0.0}]},
+     "[[ground.stations]] #2 ('Svalbard') name 'Svalbard' is used by an earlier station"),
+])
+def test_ground_errors_name_the_key(ground, fragment):
+    data = minimal()
+    data["ground"] = ground
+    with pytest.raises(ScenarioError) as excinfo:
+        parse_scenario(data)
+    assert fragment in str(excinfo.value)
+
+
+def test_ground_stations_load_from_toml(tmp_path):
+    path = tmp_path / "ground.toml"
+    path.write_text(load_scenario_text("starcloud1").split("[ground]")[0] + (
+        "[ground]\ndownlink_rate_bps = 4_300_000\n\n"
+        "[[ground.stations]]\nname = \"Svalbard\"\nlat_deg = 78.23\nlon_deg = 15.39\nalt_m = 500\n\n"
+        "[[ground.stations]]\nname = \"Troll\"\nlat_deg = -72.01\nlon_deg = 2.53\nmin_elevation_deg = 5\n"))
+    s = load_scenario(path)
+    assert [st["name"] for st in s.ground_stations] == ["Svalbard", "Troll"]
+    assert s.ground_stations[0]["alt_m"] == 500.0 and s.ground_stations[1]["min_elevation_deg"] == 5.0
+    assert s.downlink_rate_bps == 4.3e6
