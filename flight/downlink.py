@@ -754,11 +754,17 @@ class ZmqDownlinkTransport:
     error we count rather than a silent drop; a DEALER would round-robin batches over every
     connected peer (a second ground tool would get half of them) and queue them for peers that
     may be gone. A DEALER or PAIR socket is also accepted and simply sends to its peer.
-    Security (CURVE) is the wiring's to set on the socket before it binds.
+    Security (CURVE) is the wiring's to set on the socket before it binds. An ack deletes data on
+    board, so with ``authorized(user_id)`` given, only peers it accepts (by the User-Id the ZAP
+    authenticator put on their frames: the client's name) are heard; others are counted in
+    ``unauthorized`` and never become the ground peer.
     """
 
-    def __init__(self, socket: zmq.Socket, max_receive_per_call: int = 1000) -> None:
+    def __init__(self, socket: zmq.Socket, max_receive_per_call: int = 1000,
+                 authorized: Callable[[str], bool] | None = None) -> None:
         self._socket = socket
+        self._authorized = authorized
+        self.unauthorized = 0
         self._router = socket.type == zmq.ROUTER
         if self._router:
             socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -803,9 +809,19 @@ class ZmqDownlinkTransport:
         socket = self._socket
         for _ in range(self._max_receive):
             try:
-                parts = socket.recv_multipart(zmq.NOBLOCK)
+                frames = socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
+            if self._authorized is not None:
+                try:
+                    user_id = frames[-1].get("User-Id") or ""
+                except zmq.ZMQError:  # no security mechanism named the peer
+                    user_id = ""
+                if not self._authorized(user_id):
+                    self.unauthorized += 1
+                    self.rejections.append(f"ground peer {user_id!r} may not acknowledge the downlink")
+                    continue
+            parts = [frame.bytes for frame in frames]
             peer = parts[0] if self._router and len(parts) > 1 else None
             try:
                 message = msgpack.unpackb(parts[-1], raw=False, strict_map_key=False, ext_hook=_reject_ext)

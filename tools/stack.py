@@ -87,9 +87,16 @@ class Stack:
             self._downlink_socket.setsockopt(zmq.CURVE_SECRETKEY, server.secret)
             self._downlink_socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
             self._downlink_socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        authorized = None
+        if self.keys_dir is not None:
+            from tools.keys import load_allowed_clients
+
+            # An ack deletes data on board: only operators may run the ground archive.
+            operators = {c.name for c in load_allowed_clients(self.keys_dir).values() if c.role == "operator"}
+            authorized = operators.__contains__
         try:
             self.sil = SilRun(scenario, self.out_dir, seed=options.seed, compute=options.compute,
-                              downlink_transport=ZmqDownlinkTransport(self._downlink_socket))
+                              downlink_transport=ZmqDownlinkTransport(self._downlink_socket, authorized=authorized))
         except BaseException:
             self._downlink_socket.close(linger=0)
             self.context.term()

@@ -139,3 +139,23 @@ def test_store_and_forward_loses_nothing_across_kills_of_both_sides(tmp_path):
     issued = set(range(1, max(queued | set(archived)) + 1))
     assert issued - queued - set(archived) == set()  # nothing acknowledged (deleted on board) is lost
     assert queued & set(archived) <= queued  # re-sent frames may be both archived and not yet acked
+
+
+def test_an_observer_cannot_acknowledge_the_downlink(tmp_path):
+    """Acks delete data on board, so the downlink hears only operators: an observer's archive
+    gets connected but is never sent a batch, and its hellos are counted as unauthorized."""
+    keys = tmp_path / "keys"
+    assert subprocess.run([sys.executable, "-m", "tools.cli", "keys", "init", str(keys)],
+                          capture_output=True, timeout=60).returncode == 0
+    ready = tmp_path / "ready.json"
+    stack = _start(["run", "--port", "0", "--speed", "250", "--duration-s", "2400", "--keys", str(keys),
+                    "--out", str(tmp_path / "run"), "--ready-file", str(ready)], ready)
+    endpoint = json.loads(ready.read_text())["downlink_endpoint"]
+    ground = _start(["ground", endpoint, "--archive", str(tmp_path / "ground.db"), "--keys", str(keys),
+                     "--client", "observer"])
+    assert stack.wait(timeout=60) == 0
+    ground.send_signal(signal.SIGINT)
+    ground.communicate(timeout=30)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["downlink"]["passes"] >= 1 and summary["downlink"]["acked_frames"] == 0
+    assert _archived(tmp_path / "ground.db") == 0
