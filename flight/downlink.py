@@ -215,7 +215,7 @@ class Downlink:
 
     def __init__(self, bus: Bus, path: str | Path, priority_of: Callable[[str], int] | None,
                  transport: DownlinkTransport, config: DownlinkConfig | None = None, *,
-                 created_t_ns: int = 0, dictionary: Dictionary | None = None) -> None:
+                 created_t_ns: int = 0, dictionary: Dictionary | None = None, fed: bool = False) -> None:
         """``priority_of`` None: the dictionary's classes (dictionary_priority_of). ``created_t_ns``
         names a new store (``store_id``); an existing file keeps its own. ``dictionary`` declares
         the events (default: the packaged one)."""
@@ -235,7 +235,13 @@ class Downlink:
         self._due_ns: dict[str, int] = {}  # decimated topic -> earliest t_ns of its next frame
         self._open(created_t_ns)
 
-        self._sub = bus.subscribe(list(config.topics), hwm=config.subscription_hwm, name="downlink")
+        # Fed (``fed=True``): the wiring hands it the messages another subscriber already decoded
+        # (the telemetry store, which takes everything), through ``feed``; saves decoding every
+        # frame twice. Otherwise it has its own subscription.
+        self._sub = None if fed else bus.subscribe(list(config.topics), hwm=config.subscription_hwm, name="downlink")
+        self._fed: list[Message] = []
+        self._fed_prefixes = tuple(config.topics)
+        self._fed_radio: Message | None = None
         self._pub = bus.publisher("downlink")
         self._events = EventReporter(bus, "downlink", dictionary)
         interval_ns = round(config.event_interval_s * _NS_PER_S)
@@ -335,7 +341,10 @@ class Downlink:
 
     def run(self, ctx: TickContext) -> None:
         t_ns = ctx.t_ns
-        messages = self._sub.drain()
+        if self._sub is not None:
+            messages = self._sub.drain()
+        else:
+            messages, self._fed = self._fed, []
         if messages:
             self._enqueue(messages, t_ns)
         self._receive_acks(t_ns)
@@ -511,8 +520,19 @@ class Downlink:
         for p in touched:
             resend[p].sort()
 
+    def feed(self, messages: list[Message]) -> None:
+        """Take messages decoded by another subscriber (``fed=True``); ``run`` queues them."""
+        prefixes = self._fed_prefixes
+        radio_topic = self._radio_topic
+        for m in messages:
+            topic = m.topic
+            if topic.startswith(prefixes):
+                self._fed.append(m)
+                if topic == radio_topic:
+                    self._fed_radio = m
+
     def _radio(self, t_ns: int) -> tuple[bool, float, str]:
-        message = self._sub.latest(self._radio_topic)
+        message = self._sub.latest(self._radio_topic) if self._sub is not None else self._fed_radio
         if message is None or t_ns - message.t_ns > self._radio_max_age_ns:
             return False, 0.0, ""
         body = message.body
@@ -705,7 +725,8 @@ class Downlink:
         finally:
             self._db.close()
             self._db = None  # type: ignore[assignment]
-            self._sub.close()
+            if self._sub is not None:
+                self._sub.close()
 
 
 # --------------------------------------------------------------------------- transports

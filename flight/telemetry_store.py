@@ -14,7 +14,7 @@ import json
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from flight.bus import Bus, Message
 from flight.rate_group import TickContext
@@ -39,9 +39,12 @@ def _column_value(value: Any) -> Any:
 
 class TelemetryStore:
     def __init__(self, bus: Bus, path: Path, meta: dict[str, Any] | None = None,
-                 flush_every_ticks: int = 64, epoch_unix_s: float | None = None) -> None:
+                 flush_every_ticks: int = 64, epoch_unix_s: float | None = None,
+                 listeners: tuple[Callable[[list[Message]], None], ...] = ()) -> None:
         self.path = Path(path)
         self._sub = bus.subscribe([""], hwm=1_000_000, name="telemetry-store")
+        # Others that want every message (the downlink) get the ones decoded here, once.
+        self._listeners = tuple(listeners)
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -76,8 +79,11 @@ class TelemetryStore:
         update_hash = self._hash.update
         fast = self._fast
         stored = 0
-        for message, raw in self._sub.drain_with_raw():
-            update_hash(raw)
+        messages = self._sub.drain()
+        for listener in self._listeners:
+            listener(messages)
+        for message in messages:
+            update_hash(message.raw)
             body = message.body
             entry = fast.get(message.topic)
             # The common case: a telemetry packet whose channels all have columns already.

@@ -126,12 +126,6 @@ class SilRun:
                                       InferenceJobConfig(compute=compute), text=text)
         self.training = TrainingJob(self.bus, self.shared_compute.handle("training"), self.checkpoints,
                                     training_job_config(scenario, seed, compute), text=text)
-        self.store = TelemetryStore(
-            self.bus, self.out_dir / "telemetry.db",
-            meta={"scenario": scenario.name, "seed": seed, "compute": compute,
-                  "epoch_utc": iso_utc(scenario.epoch_utc), "step_s": self.step_s},
-            epoch_unix_s=scenario.epoch_utc.timestamp(),
-        )
         # Store-and-forward: the onboard queue, sent in ground passes. Without a transport from the
         # caller the ground is a perfect one that acknowledges everything it hears.
         self.downlink = Downlink(
@@ -139,7 +133,13 @@ class SilRun:
             downlink_transport if downlink_transport is not None else LoopbackTransport(_acknowledge_all, history=0),
             DownlinkConfig(store_name=f"sil-{scenario.name}-seed{seed}", fsync_in_contact=False,
                            commit_interval_s=10.0, housekeeping_period_s=10.0, bulk_period_s=60.0),
-            created_t_ns=self.clock.now_ns())
+            created_t_ns=self.clock.now_ns(), fed=True)
+        self.store = TelemetryStore(
+            self.bus, self.out_dir / "telemetry.db",
+            meta={"scenario": scenario.name, "seed": seed, "compute": compute,
+                  "epoch_utc": iso_utc(scenario.epoch_utc), "step_s": self.step_s},
+            epoch_unix_s=scenario.epoch_utc.timestamp(), listeners=(self.downlink.feed,),
+        )
         # Rate groups are data (flight/schedules/sil.toml); this registry is all the wiring.
         registry = {
             "nav.publish": self.services["nav"].publish_telemetry,
