@@ -462,3 +462,39 @@ def test_every_message_is_received_or_counted_dropped(hwm, ops):
             assert seqs == sorted(set(seqs))
             assert len(seqs) + sub.dropped.get(topic, 0) == pub.next_seq(topic)
         assert sub.received == len(got)
+
+
+def test_subscription_skips_only_when_nothing_it_wants_was_published():
+    """The skip-empty-socket shortcut never hides a message: topics published before the
+    subscription existed, prefix and exact filters, and frames from a connected outside peer."""
+    with Bus(lambda: 0, name="skip") as bus:
+        pub = bus.publisher("src")
+        pub.publish("tlm.a", {"x": 1})  # the topic exists before the subscriptions do
+        exact = bus.subscribe(["tlm.a"], name="exact")
+        prefix = bus.subscribe(["tlm."], name="prefix")
+        other = bus.subscribe(["tlm.b"], name="other")
+        bus.settle()
+        assert exact.drain() == [] and prefix.drain() == [] and other.drain() == []
+        for i in range(3):
+            pub.publish("tlm.a", {"x": i})
+            assert [m.body["x"] for m in exact.drain()] == [i]
+            assert [m.body["x"] for m in prefix.drain()] == [i]
+            assert other.drain() == []
+        pub.publish("tlm.b", {"y": 1})
+        assert [m.topic for m in prefix.drain()] == ["tlm.b"] and [m.topic for m in other.drain()] == ["tlm.b"]
+        # A budgeted drain that leaves frames behind keeps the subscription pending.
+        for i in range(3):
+            pub.publish("tlm.a", {"x": i})
+        assert len(exact.drain(max_messages=2)) == 2 and len(exact.drain()) == 1
+        # Frames from an outside peer, which the Bus cannot see being published, are read too.
+        raw = bus.context.socket(zmq.PUB)
+        raw.bind("inproc://skip-outside")
+        other.connect("inproc://skip-outside")
+        frame = encode_message("tlm.b", 0, 0, "outside", {"y": 2})
+        for _ in range(100):  # slow joiner
+            raw.send(frame)
+            got = other.drain()
+            if got:
+                break
+        assert got and got[0].source == "outside"
+        raw.close(linger=0)
