@@ -11,10 +11,33 @@ takes as long as it takes in wall time, and zero simulated time beyond what the 
 
 Power loss is modelled honestly: when the GPU stops being ready (switched off, thermal trip), the
 model and optimizer state that lived in device memory are dropped, and the job resumes from its
-newest verified checkpoint when the GPU is back. Checkpoints are taken: before a preemption (the
-power manager's grant is published before the GPU is switched off in the same frame), once ahead of
-each predicted eclipse entry (``checkpoint_lead_s``), and every ``checkpoint_interval_steps``.
-Partial progress toward the next step is lost on preemption (at most one step of work).
+newest verified checkpoint when the GPU is back. Partial progress toward the next step is lost on
+preemption (at most one step of work).
+
+When to checkpoint. Predictable interruptions are met with a checkpoint just before them: a
+preemption (the power manager's grant is published before the GPU is switched off in the same
+frame), and once ``checkpoint_lead_s`` ahead of each predicted eclipse entry and each predicted
+South Atlantic Anomaly entry (both forecast on ``tlm.nav``). Unpredictable ones (radiation upsets
+that reset the GPU) are met by a periodic checkpoint whose interval is, with the default
+``checkpoint_interval = "young_daly"``, Daly's optimum for a checkpoint cost C
+(``checkpoint_cost_s``) and a mean time between interruptions M (from ``interruptions_per_day``,
+multiplied by ``saa_interruption_factor`` while inside the SAA); see flight/checkpoint_policy.py.
+The interval is converted to steps with the measured mission time per step (busy mission seconds
+per step of work received, which includes the power cap and inference's share of the GPU; the
+declared ``step_time_s_at_tdp`` until the first step). ``checkpoint_interval = "fixed"`` uses
+``checkpoint_interval_steps`` instead.
+
+C is declared, not measured: it is the mission time the target workload loses per checkpoint,
+like ``step_time_s_at_tdp`` a property of the target, not of the host's small model (a host
+persist takes wall time, which flight code may not read, and zero simulated time). The SIL does
+not charge C against the GPU's work, so the checkpoint policy never changes what is trained.
+
+Checkpoints are two-phase (after CheckFreq): at a step boundary (steps run whole inside a frame,
+so any point after them is one) the state is snapshotted to host memory and hashed; the persist
+(write, fsync, rename, verify, prune) runs as a separate phase at the end of the job's frame, after
+the GPU has been given its next work. The snapshot is in host memory, so it survives the GPU
+losing power. A failed persist is reported (``CHECKPOINT_FAILED``) and counted; the steps stay
+unsaved, so the checkpoint is tried again.
 """
 
 from __future__ import annotations
@@ -23,12 +46,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from flight import checkpoint_policy
 from flight.admission import is_granted
 from flight.bus import Bus
-from flight.checkpoint import CheckpointStore
+from flight.checkpoint import CheckpointError, CheckpointStore, Snapshot
+from flight.checkpoint_policy import GROUND_H100_INTERRUPTIONS_PER_GPU_DAY, SAA_INTERRUPTION_FACTOR
 from flight.compute import ComputeDevice
 from flight.events import EventReporter
 from flight.rate_group import TickContext
+from flight.training.dataset import PreparedDataset, load_prepared
 from flight.training.trainer import Trainer, TrainerConfig
 
 COMPUTE_MODES = ("real", "modeled")
@@ -40,9 +66,18 @@ TRAINING_PRIORITY = 10
 class TrainingJobConfig:
     compute: str = "real"
     step_time_s_at_tdp: float = 4.0
+    checkpoint_interval: str = "young_daly"  # or "fixed": every checkpoint_interval_steps
     checkpoint_interval_steps: int = 200
+    # C: mission seconds of training one checkpoint costs the target workload (modelled: a few
+    # GB of training state snapshotted and persisted to a flight SSD; a scenario parameter).
+    checkpoint_cost_s: float = 10.0
+    # Unpredictable interruptions (GPU resets from radiation upsets) outside the SAA, and the
+    # factor on that rate inside it; defaults from domain-facts (see flight/checkpoint_policy.py).
+    interruptions_per_day: float = GROUND_H100_INTERRUPTIONS_PER_GPU_DAY
+    saa_interruption_factor: float = SAA_INTERRUPTION_FACTOR
     checkpoint_lead_s: float = 60.0
     eval_interval_steps: int = 100
+    dataset: str | None = None  # a prepared dataset folder; None: the text given to the job
     trainer: TrainerConfig = TrainerConfig()
 
     def __post_init__(self) -> None:
@@ -50,6 +85,46 @@ class TrainingJobConfig:
             raise ValueError(f"compute must be one of {COMPUTE_MODES}, got {self.compute!r}")
         if self.step_time_s_at_tdp <= 0:
             raise ValueError("step_time_s_at_tdp must be > 0")
+        if self.checkpoint_interval not in checkpoint_policy.POLICIES:
+            raise ValueError(f"checkpoint_interval must be one of {checkpoint_policy.POLICIES}, "
+                             f"got {self.checkpoint_interval!r}")
+        if self.checkpoint_interval_steps < 1:
+            raise ValueError("checkpoint_interval_steps must be >= 1")
+        for name in ("checkpoint_cost_s", "interruptions_per_day"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not (math.isfinite(self.saa_interruption_factor) and self.saa_interruption_factor >= 1):
+            raise ValueError(f"saa_interruption_factor must be >= 1, got {self.saa_interruption_factor!r}")
+
+
+class _EntryForecast:
+    """Fires once per predicted entry into a region (umbra, SAA) that is within the lead time.
+
+    The nav forecast gives seconds to the next entry; the entry's absolute time, rounded, names
+    it, so ten frames that see the same entry approaching checkpoint only once.
+    """
+
+    def __init__(self, inside_key: str, start_key: str) -> None:
+        self.inside_key = inside_key
+        self.start_key = start_key
+        self._done_for_start_s: int | None = None
+
+    def due(self, nav, t_s: float, lead_s: float) -> bool:
+        if nav is None or nav.body.get(self.inside_key) or nav.body.get(self.start_key) is None:
+            return False
+        start_in_s = float(nav.body[self.start_key])
+        if start_in_s > lead_s:
+            return False
+        start_s = round(t_s + start_in_s)
+        if self._done_for_start_s is not None and abs(self._done_for_start_s - start_s) <= 2:
+            return False
+        self._done_for_start_s = start_s
+        return True
+
+    def forget(self) -> None:
+        """The checkpoint for the last entry failed: let the next frame try again."""
+        self._done_for_start_s = None
 
 
 class TrainingJob:
@@ -57,10 +132,14 @@ class TrainingJob:
 
     def __init__(self, bus: Bus, device: ComputeDevice, checkpoints: CheckpointStore,
                  config: TrainingJobConfig, text: str | None = None) -> None:
+        if text is not None and config.dataset is not None:
+            raise ValueError("give the training job a text or a dataset, not both")
         self.config = config
         self.device = device
         self.checkpoints = checkpoints
         self._text = text
+        # Validated now (a bad dataset is a start-up error naming the file), mapped, not read.
+        self.dataset: PreparedDataset | None = load_prepared(config.dataset) if config.dataset else None
         self._pub = bus.publisher("training")
         self._events = EventReporter(bus, "training")
         self._inputs = bus.subscribe(["tlm.power", "tlm.nav"], policy="latest", name="training-job")
@@ -68,10 +147,18 @@ class TrainingJob:
         self._modeled_steps: int | None = None  # the job's state in modeled mode
         self._progress_ref_s = 0.0
         self._steps_at_checkpoint = 0
-        self._checkpointed_for_umbra_start_s: int | None = None
+        self._forecasts = {"eclipse": _EntryForecast("in_umbra", "umbra_start_in_s"),
+                           "SAA": _EntryForecast("in_saa", "saa_start_in_s")}
+        self._pending: tuple[Snapshot, int, str, list[str]] | None = None  # phase 1 done, phase 2 to do
+        # Mission time per step, measured: busy seconds and the work they delivered.
+        self._busy_mission_s = 0.0
+        self._busy_work_ref_s = 0.0
+        self._last_t_s: float | None = None
+        self._in_saa = False
         self.last_loss: float | None = None
         self.last_val_loss: float | None = None
         self.checkpoints_saved = 0
+        self.checkpoint_failures = 0
         self.resumes = 0
         self.preemptions = 0
         self.lost_work_ref_s = 0.0
@@ -110,8 +197,14 @@ class TrainingJob:
         nav = self._inputs.latest("tlm.nav")
         allowed = is_granted(grant, self.name)
         t_s = ctx.t_ns / 1e9
+        self._in_saa = bool(nav is not None and nav.body.get("in_saa"))
 
         work_ref_s = self.device.take_work_ref_s()
+        if self._busy and self._last_t_s is not None:
+            # The work came from the frame interval the job held the GPU busy for.
+            self._busy_mission_s += t_s - self._last_t_s
+            self._busy_work_ref_s += work_ref_s
+        self._last_t_s = t_s
         if self.resident:
             self._progress_ref_s += work_ref_s
             while self._progress_ref_s >= self.config.step_time_s_at_tdp:
@@ -124,38 +217,62 @@ class TrainingJob:
         if allowed and ready and not self.resident:
             self._restore(announce=True)
 
+        # Every decision below is at a step boundary: the steps above ran whole.
         if self.resident:
             unsaved = self.steps_done > self._steps_at_checkpoint
             if not allowed:
                 if unsaved:
-                    self._checkpoint("preempted")
+                    self._snapshot("preempted")
                 if self._busy:
                     self.preemptions += 1
                 self.lost_work_ref_s += self._progress_ref_s
                 self._progress_ref_s = 0.0
-            elif unsaved and self._eclipse_ahead(nav, t_s):
-                self._checkpoint("eclipse ahead")
-            elif self.steps_done - self._steps_at_checkpoint >= self.config.checkpoint_interval_steps:
-                self._checkpoint("interval")
+            elif unsaved and (ahead := self._entries_ahead(nav, t_s)):
+                self._snapshot(" and ".join(ahead) + " ahead", ahead)
+            elif self.steps_done - self._steps_at_checkpoint >= self.checkpoint_interval_steps:
+                self._snapshot("interval")
 
         busy = allowed and ready and self.resident
         self.device.set_busy(busy)
         self._busy = busy
         self.state = "training" if busy else ("preempted" if self.resident else "waiting")
+        self._persist_pending()  # phase 2, with the GPU already on its next work
         self._publish()
 
-    def _eclipse_ahead(self, nav, t_s: float) -> bool:
-        if nav is None or nav.body.get("in_umbra") or nav.body.get("umbra_start_in_s") is None:
-            return False
-        start_in_s = float(nav.body["umbra_start_in_s"])
-        if start_in_s > self.config.checkpoint_lead_s:
-            return False
-        umbra_start_s = round(t_s + start_in_s)
-        if self._checkpointed_for_umbra_start_s is not None and \
-                abs(self._checkpointed_for_umbra_start_s - umbra_start_s) <= 2:
-            return False
-        self._checkpointed_for_umbra_start_s = umbra_start_s
-        return True
+    def _entries_ahead(self, nav, t_s: float) -> list[str]:
+        """Names of the predicted entries (eclipse, SAA) now within the lead time; each once."""
+        # Every forecast is asked (no short-circuit), so one checkpoint serves entries that coincide.
+        due = {name: forecast.due(nav, t_s, self.config.checkpoint_lead_s)
+               for name, forecast in self._forecasts.items()}
+        return [name for name, is_due in due.items() if is_due]
+
+    # -- the checkpoint interval ----------------------------------------------------------------
+
+    @property
+    def step_time_s(self) -> float:
+        """Mission seconds per training step, as measured (the declared TDP cost until then)."""
+        if self._busy_work_ref_s <= 0.0:
+            return self.config.step_time_s_at_tdp
+        return self.config.step_time_s_at_tdp * self._busy_mission_s / self._busy_work_ref_s
+
+    @property
+    def mtbi_s(self) -> float:
+        """M: mean time between unpredictable interruptions at the current rate (SAA or not)."""
+        return checkpoint_policy.mtbi_s(self.config.interruptions_per_day, self._in_saa,
+                                        self.config.saa_interruption_factor)
+
+    @property
+    def checkpoint_interval_s(self) -> float:
+        """The interval in mission seconds of training: Daly's optimum, or the fixed steps' worth."""
+        if self.config.checkpoint_interval == "fixed":
+            return self.config.checkpoint_interval_steps * self.step_time_s
+        return checkpoint_policy.daly_interval_s(self.config.checkpoint_cost_s, self.mtbi_s)
+
+    @property
+    def checkpoint_interval_steps(self) -> int:
+        if self.config.checkpoint_interval == "fixed":
+            return self.config.checkpoint_interval_steps
+        return checkpoint_policy.interval_steps(self.checkpoint_interval_s, self.step_time_s)
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -172,17 +289,34 @@ class TrainingJob:
             return self._trainer.state_dict()
         return {"mode": "modeled", "steps_done": self._modeled_steps}
 
-    def _checkpoint(self, why: str) -> None:
-        path = self.checkpoints.save(self._state(), self.steps_done)
-        self._steps_at_checkpoint = self.steps_done
+    def _snapshot(self, why: str, entries: list[str] = ()) -> None:
+        """Phase 1, at a step boundary: the state serialised and hashed in host memory."""
+        self._pending = (self.checkpoints.snapshot(self._state()), self.steps_done, why, list(entries))
+
+    def _persist_pending(self) -> None:
+        """Phase 2: write the snapshot atomically and verify it; a failure is reported, not raised."""
+        if self._pending is None:
+            return
+        snapshot, step, why, entries = self._pending
+        self._pending = None
+        try:
+            path = self.checkpoints.persist(snapshot, step)
+        except (OSError, CheckpointError) as err:
+            self.checkpoint_failures += 1
+            for name in entries:
+                self._forecasts[name].forget()
+            self._events.emit("WARNING_HI", "CHECKPOINT_FAILED",
+                              f"checkpoint at step {step} ({why}) not saved: {err}", step=step)
+            return
+        self._steps_at_checkpoint = step
         self.checkpoints_saved += 1
-        self._events.emit("ACTIVITY_LO", "CHECKPOINT_SAVED", f"checkpoint at step {self.steps_done} ({why})",
-                          step=self.steps_done, file=path.name)
+        self._events.emit("ACTIVITY_LO", "CHECKPOINT_SAVED", f"checkpoint at step {step} ({why})",
+                          step=step, file=path.name)
 
     def _restore(self, announce: bool) -> None:
         loaded = self.checkpoints.load_latest()
         if self.config.compute == "real":
-            self._trainer = Trainer(self.config.trainer, self._text)
+            self._trainer = Trainer(self.config.trainer, self._text, self.dataset)
             if loaded is not None:
                 self._trainer.load_state_dict(loaded[0])
         else:
@@ -223,6 +357,13 @@ class TrainingJob:
             "progress_ref_s": self._progress_ref_s,
             "checkpoints": self.checkpoints_saved,
             "checkpoints_rejected": self.checkpoints.rejected_count,
+            "checkpoint_failures": self.checkpoint_failures,
+            "checkpoint_policy": self.config.checkpoint_interval,
+            "checkpoint_interval_steps": self.checkpoint_interval_steps,
+            "checkpoint_interval_s": self.checkpoint_interval_s,
+            "checkpoint_cost_s": self.config.checkpoint_cost_s,
+            "mtbi_s": self.mtbi_s,
+            "step_time_s": self.step_time_s,
             "resumes": self.resumes,
             "preemptions": self.preemptions,
             "demand_kind": "training",

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hal.interfaces import CommandHandler, CommandRejected, require_number
+from sim.track_buffer import in_saa
 from sim.world import World
 
 # 1-sigma sensor noise.
@@ -128,10 +129,11 @@ class SimThermal(_NoisySensor):
 
 
 class SimNav:
-    """Position from the propagated orbit and the eclipse schedule predicted from it.
+    """Position from the propagated orbit, and the eclipse and SAA schedules predicted from it.
 
     On orbit this is a GNSS receiver plus an onboard propagator; in SIL it reads the world's own
-    precomputed track, which is the same propagation the world uses for sunlight.
+    precomputed track, which is the same propagation the world uses for sunlight. The SAA passes
+    come from the same track (sim.track_buffer's SAA box), extracted once per track window.
     """
 
     name = "nav"
@@ -158,6 +160,15 @@ class SimNav:
             start_s, end_s = umbra
             body["umbra_start_in_s"] = max(0.0, start_s - w.t_s)
             body["umbra_end_in_s"] = end_s - w.t_s
+        lat_deg, lon_deg = body["lat_deg"], body["lon_deg"]
+        body["in_saa"] = in_saa(lat_deg, lon_deg)
+        body["saa_start_in_s"] = None
+        body["saa_end_in_s"] = None
+        saa = w.orbit.next_saa(w.t_s)
+        if saa is not None:
+            start_s, end_s = saa
+            body["saa_start_in_s"] = max(0.0, start_s - w.t_s)
+            body["saa_end_in_s"] = end_s - w.t_s
         return body
 
     def command_handlers(self) -> dict[str, CommandHandler]:

@@ -1,8 +1,9 @@
 """Scenario files: TOML, validated on load with errors that name the key.
 
 A scenario is everything the world needs to know about one satellite: its orbit (elements or a
-TLE), solar arrays, battery, bus loads, GPU, thermal network, the payload's training workload, its
-ground stations and downlink rate, and the simulation step. Presets ship inside the package
+TLE), solar arrays, battery, bus loads, GPU, thermal network, the payload's training workload (and,
+optionally, a prepared dataset folder, relative to the scenario file), its ground stations and
+downlink rate, and the simulation step. Presets ship inside the package
 (``sim/scenarios/*.toml``) and are selected by name; any other TOML file can be given by path.
 """
 
@@ -107,10 +108,22 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "n_head": _int(4, 1, 64),
         "n_embd": _int(128, 8, 8192),
         "learning_rate": _num(3e-3, 0.0, 1.0, lo_exclusive=True),
+        # "young_daly": Daly's optimum from checkpoint_cost_s and the interruption rate; "fixed":
+        # every checkpoint_interval_steps (giving only checkpoint_interval_steps means "fixed").
+        "checkpoint_interval": Key(str, "young_daly"),
         "checkpoint_interval_steps": _int(200, 1, 10**9),
+        # Mission seconds of training one checkpoint of the target workload costs (modelled).
+        "checkpoint_cost_s": _num(10.0, 0.0, 86400.0, lo_exclusive=True),
+        # Unpredictable interruptions (GPU resets from upsets) per day outside the SAA: the Llama 3
+        # ground H100 rate, 4.7e-4 per GPU-day (domain-facts, "Ground-rate baseline"), as a floor.
+        "interruptions_per_day": _num(4.7e-4, 0.0, 1e6, lo_exclusive=True),
+        # Rate multiplier inside the South Atlantic Anomaly (domain-facts: 10-50x, default 20x).
+        "saa_interruption_factor": _num(20.0, 1.0, 1e6),
         "checkpoint_lead_s": _num(60.0, 0.0, 86400.0),
         "eval_interval_steps": _int(100, 1, 10**9),
         "num_threads": _int(2, 1, 256),
+        # A folder made by `sunlit prepare` (relative to the scenario file); absent: the packaged corpus.
+        "dataset": Key(str),
     },
     "power_manager": {
         # Energy kept above the DoD floor as a margin for sensor error and model mismatch.
@@ -225,6 +238,7 @@ def parse_scenario(data: dict[str, Any], source: str = "<dict>") -> Scenario:
     orbit = sections["orbit"]
     epoch = _validate_orbit(where, orbit, data.get("orbit", {}))
     sections["ground"]["stations"] = _validate_stations(where, sections["ground"]["stations"])
+    _validate_training(where, sections["training"], data.get("training", {}), source)
     _validate_cross_section(where, sections)
     name = data.get("name", Path(source).stem if source.endswith(".toml") else source)
     if not isinstance(name, str):
@@ -348,6 +362,31 @@ def _validate_stations(where: str, stations: Any) -> list[dict[str, Any]]:
         seen.add(station["name"])
         out.append(station)
     return out
+
+
+CHECKPOINT_INTERVALS = ("young_daly", "fixed")
+
+
+def _validate_training(where: str, training: dict[str, Any], given: dict[str, Any], source: str) -> None:
+    """The checkpoint policy's keys agree; the dataset path is resolved and exists."""
+    if "checkpoint_interval" not in given and "checkpoint_interval_steps" in given:
+        training["checkpoint_interval"] = "fixed"  # a step count alone asks for a fixed interval
+    policy = training["checkpoint_interval"]
+    if policy not in CHECKPOINT_INTERVALS:
+        raise ScenarioError(f"{where}: [training] checkpoint_interval must be one of "
+                            f"{', '.join(CHECKPOINT_INTERVALS)}, got {policy!r}")
+    if policy == "young_daly" and "checkpoint_interval_steps" in given:
+        raise ScenarioError(f"{where}: [training] checkpoint_interval_steps applies only with "
+                            f"checkpoint_interval = \"fixed\" (young_daly computes the interval)")
+    dataset = training["dataset"]
+    if dataset is not None:
+        path = Path(dataset)
+        if not path.is_absolute() and Path(source).is_file():
+            path = Path(source).resolve().parent / path  # relative to the scenario file
+        if not path.is_dir():
+            raise ScenarioError(f"{where}: [training] dataset {dataset!r}: no such folder ({path}); "
+                                f"make one with 'sunlit prepare TEXT_FILE --out DIR'")
+        training["dataset"] = str(path.resolve())
 
 
 def _validate_cross_section(where: str, sections: dict[str, dict[str, Any]]) -> None:

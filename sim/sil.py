@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.admission import GpuPerformanceModel
+from flight.assistant.service import Assistant
 from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
 from flight.clock import SteppedClock, iso_utc
@@ -36,10 +37,12 @@ from flight.events import EventReporter
 from flight.rate_group import TickContext
 from flight.schedule_table import default_sil_table
 from flight.telemetry_store import TelemetryStore
+from flight.training.dataset import load_prepared
 from flight.training.trainer import TrainerConfig
 from flight.training_job import TrainingJob, TrainingJobConfig
 from hal.service import DeviceService
 from hal.sim_backends import SimAccelerator, SimEps, SimGpu, SimNav, SimThermal
+from hal.sim_ephemeris import SimEphemeris
 from hal.sim_radio import SimRadio
 from sim.scenario import Scenario
 from sim.world import World, gpu_params
@@ -56,8 +59,10 @@ def training_job_config(scenario: Scenario, seed: int, compute: str) -> Training
     )
     return TrainingJobConfig(
         compute=compute, step_time_s_at_tdp=t["step_time_s_at_tdp"],
-        checkpoint_interval_steps=t["checkpoint_interval_steps"], checkpoint_lead_s=t["checkpoint_lead_s"],
-        eval_interval_steps=t["eval_interval_steps"], trainer=trainer,
+        checkpoint_interval=t["checkpoint_interval"], checkpoint_interval_steps=t["checkpoint_interval_steps"],
+        checkpoint_cost_s=t["checkpoint_cost_s"], interruptions_per_day=t["interruptions_per_day"],
+        saa_interruption_factor=t["saa_interruption_factor"], checkpoint_lead_s=t["checkpoint_lead_s"],
+        eval_interval_steps=t["eval_interval_steps"], dataset=t["dataset"], trainer=trainer,
     )
 
 
@@ -113,6 +118,7 @@ class SilRun:
             "thermal": DeviceService(SimThermal(self.world, seed, noise), self.bus),
             "gpu": DeviceService(SimGpu(self.world, seed, noise), self.bus),
             "radio": DeviceService(SimRadio(self.world), self.bus),
+            "ephemeris": DeviceService(SimEphemeris(self.world), self.bus),
         }
         self.modes = ModeManager(self.bus, ModeConfig(dod_limit=scenario.battery["dod_limit"],
                                                       safe_below_floor=policy == "manager"))
@@ -122,10 +128,14 @@ class SilRun:
         self.power_manager = PowerManager(self.bus, power_manager_config(scenario, policy))
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
         self.shared_compute = SharedCompute(SimAccelerator(self.world))
+        training_config = training_job_config(scenario, seed, compute)
+        # Inference takes a text: with a prepared dataset, the text it was prepared from.
+        inference_text = text if training_config.dataset is None else load_prepared(training_config.dataset).text()
         self.inference = InferenceJob(self.bus, self.shared_compute.handle("inference"), self.checkpoints,
-                                      InferenceJobConfig(compute=compute), text=text)
+                                      InferenceJobConfig(compute=compute), text=inference_text)
         self.training = TrainingJob(self.bus, self.shared_compute.handle("training"), self.checkpoints,
-                                    training_job_config(scenario, seed, compute), text=text)
+                                    training_config, text=text)
+        self.assistant = Assistant(self.bus, self.clock.utc_at)
         # Store-and-forward: the onboard queue, sent in ground passes. Without a transport from the
         # caller the ground is a perfect one that acknowledges everything it hears.
         self.downlink = Downlink(
@@ -145,6 +155,10 @@ class SilRun:
             "nav.publish": self.services["nav"].publish_telemetry,
             "radio.publish": self.services["radio"].publish_telemetry,
             "radio.commands": self.services["radio"].execute_commands,
+            "ephemeris.publish": self.services["ephemeris"].publish_telemetry,
+            "ephemeris.commands": self.services["ephemeris"].execute_commands,
+            "assistant.run": self.assistant.run,
+            "assistant.publish": self.assistant.publish_telemetry,
             "downlink.run": self.downlink.run,
             "eps.publish": self.services["eps"].publish_telemetry,
             "thermal.publish": self.services["thermal"].publish_telemetry,

@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("argv", nargs=argparse.REMAINDER)
     console.set_defaults(func=lambda args: run_console(args.argv))
 
+    from tools.ask import add_parser as add_ask_parser
+
+    add_ask_parser(sub)  # sunlit ask QUESTION [--scenario S --at UTC | --endpoint EP --keys DIR]
+
     from tools.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)  # sunlit keys init DIR | sunlit keys add DIR NAME --role ROLE

@@ -68,6 +68,7 @@ BUILTINS = {
               "live values with units and limit state, until Ctrl-C (in scripts: --for seconds or --count "
               "samples; fails if no sample arrives)"),
     "arm": ("arm COMMAND", "arm a hazardous command (sends dispatcher.ARM command=COMMAND); send it next"),
+    "ask": ("ask QUESTION", "ask the onboard assistant (assistant.ASK) and print its answer, e.g. ask Where are you?"),
     "wait": ("wait SECONDS", "pause (scripts), still receiving telemetry and events"),
     "quit": ("quit", "leave the console (also exit, Ctrl-D)"),
     "exit": ("exit", "leave the console"),
@@ -667,6 +668,30 @@ class ConsoleSession:
         if name not in hazardous:
             raise UsageError(f"{name!r} is not a hazardous command (hazardous: {', '.join(hazardous) or 'none'})")
         return self.send("dispatcher.ARM", {"command": name}, line, where)
+
+    def _do_ask(self, rest: list[str], line: str, where: str) -> bool:
+        question = " ".join(rest).strip()
+        if not question:
+            raise UsageError(f"usage: {BUILTINS['ask'][0]}")
+        self._drain()
+        # A fresh subscription takes a moment to join (slow joiner): wait for telemetry to flow,
+        # or the answer event could pass before it does.
+        settle_until = self.clock() + self._link_timeout_s()
+        while not self.latest and self.clock() < settle_until:
+            self.pump(max(1, round(PUMP_SLICE_S * 1000)))
+        before = self.events_received
+        if not self.send("assistant.ASK", {"question": question}, line, where):
+            return False
+        deadline = self.clock() + self._link_timeout_s()
+        while self.clock() < deadline:
+            fresh = list(self.events)[len(self.events) - min(self.events_received - before, len(self.events)):] \
+                if self.events_received > before else []
+            for event in fresh:
+                if event.name == "assistant.ASSISTANT_ANSWER" and event.fields.get("question") == question:
+                    self._print(f"{event.fields.get('answer')}   ({event.fields.get('source')})")
+                    return True
+            self.pump(max(1, round(PUMP_SLICE_S * 1000)))
+        return self._fail(where, line, f"ask: no ASSISTANT_ANSWER within {self._link_timeout_s():g} s")
 
     def _do_wait(self, rest: list[str], line: str, where: str) -> bool:
         try:

@@ -13,12 +13,16 @@ import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from flight.training.corpus import CharTokenizer, load_default_corpus, train_val_split
 from flight.training.gpt import GPT, GptConfig
+
+if TYPE_CHECKING:
+    from flight.training.dataset import PreparedDataset
 
 STATE_FORMAT_VERSION = 1
 VAL_FRACTION = 0.1
@@ -66,16 +70,31 @@ def derive_seed(seed: int, stream: str) -> int:
 
 
 class Trainer:
-    """Trains a character-level GPT on a text, one optimizer step per `step()` call."""
+    """Trains a character-level GPT on a text, one optimizer step per `step()` call.
 
-    def __init__(self, config: TrainerConfig, text: str | None = None) -> None:
+    The data is either a text (default: the packaged corpus), tokenized in memory and split by
+    VAL_FRACTION, or a prepared dataset (flight.training.dataset), whose memory-mapped token
+    files and split are used as they are. Batches are drawn the same way from either, so a
+    dataset prepared from a text with the same val_fraction trains bit-identically to the text.
+    """
+
+    def __init__(self, config: TrainerConfig, text: str | None = None,
+                 dataset: PreparedDataset | None = None) -> None:
         configure_determinism(config.num_threads)
         self.config = config
-        if text is None:
-            text = load_default_corpus()
-        self.tokenizer = CharTokenizer(text)
-        tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
-        self._train_tokens, self._val_tokens = train_val_split(tokens, VAL_FRACTION)
+        self._train_tokens: torch.Tensor | np.ndarray
+        self._val_tokens: torch.Tensor | np.ndarray
+        if dataset is not None:
+            if text is not None:
+                raise ValueError("give a text or a prepared dataset, not both")
+            self.tokenizer = dataset.tokenizer
+            self._train_tokens, self._val_tokens = dataset.train, dataset.val
+        else:
+            if text is None:
+                text = load_default_corpus()
+            self.tokenizer = CharTokenizer(text)
+            tokens = torch.tensor(self.tokenizer.encode(text), dtype=torch.long)
+            self._train_tokens, self._val_tokens = train_val_split(tokens, VAL_FRACTION)
         splits = {"training": self._train_tokens, "validation": self._val_tokens}
         for split, split_tokens in splits.items():
             if len(split_tokens) < config.block_size + 1:
@@ -127,10 +146,15 @@ class Trainer:
         return torch.linspace(0, last_start, count).round().long()
 
     def _windows(
-        self, data: torch.Tensor, starts: torch.Tensor
+        self, data: torch.Tensor | np.ndarray, starts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         offsets = torch.arange(self.config.block_size + 1)
-        chunk = data[starts.unsqueeze(1) + offsets]
+        index = starts.unsqueeze(1) + offsets
+        if isinstance(data, np.ndarray):
+            # A memory-mapped token file: gather only the windows, then widen to int64 ids.
+            chunk = torch.from_numpy(data[index.numpy()].astype(np.int64))
+        else:
+            chunk = data[index]
         return chunk[:, :-1], chunk[:, 1:]  # inputs, next-character targets
 
     @property
@@ -221,8 +245,9 @@ class Trainer:
         self.steps_done = int(state["steps_done"])
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], text: str | None = None) -> Trainer:
+    def from_state_dict(cls, state: dict[str, Any], text: str | None = None,
+                        dataset: PreparedDataset | None = None) -> Trainer:
         """A brand-new trainer built from a saved state's own config, then restored."""
-        trainer = cls(TrainerConfig(**state["config"]), text)
+        trainer = cls(TrainerConfig(**state["config"]), text, dataset)
         trainer.load_state_dict(state)
         return trainer

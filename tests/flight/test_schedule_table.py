@@ -69,15 +69,17 @@ def test_default_sil_table_is_the_sil_wiring():
     frame = table.groups[0].members
     assert frame == (
         "nav.publish", "eps.publish", "thermal.publish", "gpu.publish", "radio.publish", "sequencer.run",
-        "dispatcher.run", "modes.run", "power.run", "compute.collect", "inference.run", "payload.run",
-        "eps.commands", "gpu.commands", "nav.commands", "thermal.commands", "radio.commands",
-        "sequencer.commands", "dispatcher.collect",
+        "dispatcher.run", "modes.run", "power.run", "compute.collect", "inference.run", "assistant.run",
+        "payload.run", "eps.commands", "gpu.commands", "nav.commands", "thermal.commands", "radio.commands",
+        "ephemeris.commands", "sequencer.commands", "dispatcher.collect",
     )
     # A dispatched command is answered within its tick: routed before any component drains its
     # commands (modes and inference drain theirs in run), collected after all of them.
-    drains = [i for i, m in enumerate(frame) if m.endswith(".commands") or m in ("modes.run", "inference.run")]
+    drains = [i for i, m in enumerate(frame)
+              if m.endswith(".commands") or m in ("modes.run", "inference.run", "assistant.run")]
     assert frame.index("sequencer.run") < frame.index("dispatcher.run") < min(drains) and frame.index("dispatcher.collect") > max(drains)
-    assert table.groups[1].members == ("housekeeping.publish", "dispatcher.publish")
+    assert table.groups[1].members == ("housekeeping.publish", "dispatcher.publish", "ephemeris.publish",
+                                       "assistant.publish")
     assert table.groups[2].members == ("store.run", "downlink.run")
     assert table.major_frame_ticks == 10
     assert "sil" in preset_table_names()

@@ -149,3 +149,71 @@ def test_accelerator_reports_work_only_when_booted_and_busy():
         world.step()
     # At the default cap (700 W = TDP) one second of busy time is one reference second.
     assert accel.take_work_ref_s() == pytest.approx(10.0, rel=1e-6)
+
+
+# --- the SAA forecast -------------------------------------------------------------------------
+
+def brute_force_saa(track, i):
+    """(start, end) of the SAA pass in progress at sample i or the next one, scanning every sample.
+
+    The box is written out here from the source (domain facts: lat -50..0, lon -90..+40), not
+    taken from the code under test. Returns sample times; None if no pass starts in the track.
+    """
+    inside = [(-50.0 <= la <= 0.0) and (-90.0 <= lo <= 40.0)
+              for la, lo in zip(track.lat_deg[i:].tolist(), track.lon_deg[i:].tolist())]
+    if True not in inside:
+        return None
+    first = inside.index(True)
+    last = inside.index(False, first) if False in inside[first:] else len(inside)
+    return float(track.t_s[i + first]), float(track.t_s[i + last - 1])
+
+
+def test_saa_forecast_matches_a_brute_force_scan_of_the_track():
+    world = World(load_scenario("starcloud1"))
+    nav = SimNav(world)
+    checked = inside_seen = 0
+    for _ in range(2 * 5466):  # two orbits: several SAA passes at 45 deg inclination
+        world.step()
+        if world.t_s % 37:  # every 37th second is plenty, and hits both sides of each boundary
+            continue
+        body = nav.read()
+        track, i = world.sample
+        now = float(track.t_s[i])
+        expected = brute_force_saa(track, i)
+        assert body["in_saa"] == ((-50 <= body["lat_deg"] <= 0) and (-90 <= body["lon_deg"] <= 40))
+        if expected is None:
+            assert body["saa_start_in_s"] is None
+            continue
+        first_s, last_s = expected
+        checked += 1
+        if body["in_saa"]:
+            inside_seen += 1
+            assert first_s == now and body["saa_start_in_s"] == 0.0
+        else:
+            # The boundary is interpolated between the last sample outside and the first inside.
+            assert first_s - world.step_s < now + body["saa_start_in_s"] <= first_s
+        # The exit lies between the last sample inside and the next one.
+        assert last_s <= now + body["saa_end_in_s"] < last_s + world.step_s
+    assert checked > 200 and inside_seen > 20
+    assert world.orbit.windows_computed <= 3  # passes come from each track window, not from per-tick scans
+
+
+def test_saa_box_edges_and_the_date_line():
+    from sim.track_buffer import SAA_LAT_DEG, SAA_LON_DEG, in_saa, saa_margin_deg
+
+    assert (SAA_LAT_DEG, SAA_LON_DEG) == ((-50.0, 0.0), (-90.0, 40.0))
+    assert in_saa(-50.0, -90.0) and in_saa(0.0, 40.0) and in_saa(-25.0, -25.0)
+    assert not in_saa(0.01, 0.0) and not in_saa(-30.0, 40.01) and not in_saa(-50.01, 0.0)
+    # 10 deg from the nearest edge (latitude 0) at the centre of the box; negative outside.
+    assert saa_margin_deg(-10.0, -25.0) == 10.0
+    # Across the +-180 deg seam the margin stays negative, so no pass is invented there.
+    assert saa_margin_deg(-20.0, 179.9) < 0 and saa_margin_deg(-20.0, -179.9) < 0
+
+
+def test_nav_telemetry_is_declared_in_the_dictionary():
+    from flight.dictionary import default_dictionary
+
+    world = World(load_scenario("starcloud1"))
+    channels = default_dictionary().channels
+    for key in SimNav(world).read():
+        assert f"nav.{key}" in channels, key

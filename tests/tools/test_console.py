@@ -87,7 +87,7 @@ def test_first_word_completes_console_words_and_command_names():
     assert complete_line(D, "eps.SE") == ["eps.SET_SWITCH "]
     assert complete_line(D, "wa") == ["wait ", "watch "]
     everything = complete_line(D, "")
-    assert {c.strip() for c in everything} == set(D.commands) | {"help", "channels", "events", "watch", "arm",
+    assert {c.strip() for c in everything} == set(D.commands) | {"help", "channels", "events", "watch", "arm", "ask",
                                                                   "wait", "quit", "exit"}
 
 
@@ -118,7 +118,8 @@ def test_console_words_complete_their_arguments():
     assert complete_line(D, "watch eps.battery_s") == ["eps.battery_soc "]
     assert set(complete_line(D, "watch gpu.")) == {n + " " for n in D.channels if n.startswith("gpu.")}
     assert complete_line(D, "events --severity WARN") == ["WARNING_HI ", "WARNING_LO "]
-    assert complete_line(D, "channels ep") == ["eps."]
+    assert complete_line(D, "channels eps") == ["eps."]
+    assert complete_line(D, "channels ep") == ["ephemeris.", "eps."]
     # After ';' a new command starts.
     assert complete_line(D, "modes.NOOP; eps.SE") == ["eps.SET_SWITCH "]
 
@@ -469,3 +470,21 @@ def test_shell_runs_lines_and_never_repeats_an_empty_one():
                          stdout=out)
     shell.run(intro="")
     assert [c for c, _ in client.sent] == ["modes.NOOP", "eps.NOOP"]
+
+
+def test_ask_prints_the_assistants_answer():
+    class AssistantClient(FakeClient):
+        def send_command(self, command, args=None, timeout_s=None):
+            result = super().send_command(command, args, timeout_s)
+            if command == "assistant.ASK":
+                self.at(self.now + 1.0, "evt.assistant", {
+                    "severity": "ACTIVITY_HI", "name": "ASSISTANT_ANSWER", "text": "",
+                    "question": args["question"], "answer": "I'm above Africa.", "source": "template"})
+            return result
+
+    client = AssistantClient()
+    client.at(0.0, "tlm.modes", {"mode": "NOMINAL"})  # telemetry flows: the subscription has joined
+    console, client, out, err = session(client)
+    assert console.execute("ask Where are you?")
+    assert "I'm above Africa.   (template)" in out.getvalue()
+    assert client.sent[-1] == ("assistant.ASK", {"question": "Where are you?"})

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,14 @@ def test_served_stack_commands_telemetry_and_clean_stop(served):
         result = client.send_command("modes.SET_MODE", {"mode": "IDLE"})
         assert (result.status, result.reason) == ("OK", "")
         assert client.send_command("gpu.SET_POWER_CAP", {"cap_w": 10}).status == "VALIDATION_ERROR"
+    from tools.ask import ask_stack
+
+    answer = ask_stack("How much battery do you have?", info["command_endpoint"],
+                       Path(keys) / "operator.key_secret", Path(keys) / "server.key")
+    assert answer["answer"].startswith("My battery is at ") and answer["source"] == "template"
+    with GroundClient(info["command_endpoint"], os.path.join(keys, "operator.key_secret"),
+                      os.path.join(keys, "server.key")) as client:
+        client.subscribe(("tlm.modes", "evt.modes"))
         modes, samples = [], []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(modes) < 30:
@@ -61,7 +70,7 @@ def test_served_stack_commands_telemetry_and_clean_stop(served):
     assert proc.returncode == 0
     assert "commands   " + info["command_endpoint"] in stdout and "stopped after" in stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["ground_link"]["forwarded"] == 2 and summary["commands"]["ok"] >= 1
+    assert summary["ground_link"]["forwarded"] == 3 and summary["commands"]["ok"] >= 2
     assert summary["dod_violations"] == 0
 
 
@@ -74,9 +83,24 @@ def test_bad_options_are_clear_errors(tmp_path):
     assert proc.returncode == 2 and "nowhere" in proc.stderr
 
 
+_STARTED: list = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    """A failing test must not leave a stack or a ground archiver running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _start(args, ready=None):
     proc = subprocess.Popen([sys.executable, "-m", "tools.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    _STARTED.append(proc)
     if ready is not None:
         deadline = time.monotonic() + 60
         while not ready.exists():
