@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     console.add_argument("argv", nargs=argparse.REMAINDER)
     console.set_defaults(func=lambda args: run_console(args.argv))
 
+    from tools.prepare_data import add_parser as add_prepare_parser
+
+    add_prepare_parser(sub)  # sunlit prepare TEXT_FILE --out DIR [--val-fraction F]
+
     from tools.ask import add_parser as add_ask_parser
 
     add_ask_parser(sub)  # sunlit ask QUESTION [--scenario S --at UTC | --endpoint EP --keys DIR]
