@@ -70,8 +70,9 @@ class PowerManagerConfig:
     policy: str = "manager"
     baseline_fixed_cap_w: float = 450.0
     baseline_hysteresis_fraction: float = 0.05
-    # Telemetry topics of the payload jobs, whose demand (kind, priority, work wanted) is admitted.
-    job_topics: tuple[str, ...] = ("tlm.training", "tlm.inference")
+    # Telemetry topics of the payload jobs, whose demand (kind, priority, work wanted) is admitted;
+    # the grant's name is the topic's last part. The assistant's model answers are inference work.
+    job_topics: tuple[str, ...] = ("tlm.training", "tlm.inference", "tlm.assistant")
 
 
 POLICIES = ("manager", "always_on", "sunlight_fixed")

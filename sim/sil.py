@@ -12,6 +12,14 @@ GPU's work of the last step is shared out, inference first, then training, which
 its grant or the eclipse forecast says so -> the EPS and GPU services execute the frame's commands
 -> (group ``store``) the telemetry store records everything published. A housekeeping group
 publishes bus and scheduler counters every 10 ticks.
+
+The assistant's language model (``assistant_model``): "auto" is the shipped onboard model with
+``real`` compute and templates with ``modeled`` compute (fast sims); "onboard" the shipped model,
+"none" templates; a path is a weights file (flight/assistant/model.py) or a Hugging Face model
+directory. The model is loaded at the first question, once; if it cannot be, the assistant says
+why (an ``ASSISTANT_NO_MODEL`` event, and the run summary) and answers from templates. Its answers
+are GPU work admitted by the power manager like the inference job's (flight/assistant/service.py).
+Nothing here reads the environment: the tools resolve $SUNLIT_HF_MODEL (tools/run_sim.py).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.admission import GpuPerformanceModel
-from flight.assistant.service import Assistant
+from flight.assistant.service import Assistant, AssistantConfig, ModelUnavailable
 from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
 from flight.clock import SteppedClock, iso_utc
@@ -48,6 +56,68 @@ from sim.scenario import Scenario
 from sim.world import World, gpu_params
 
 NS_PER_S = 1_000_000_000
+ASSISTANT_MODELS = ("auto", "none", "onboard")  # or a path: a weights file or a Hugging Face model directory
+
+
+class AssistantModelChoiceError(ValueError):
+    """An assistant model choice that is neither a known name nor an existing file or directory."""
+
+
+class AssistantModelLoader:
+    """The assistant's generator factory: loads the chosen model at the first call, once.
+
+    kind "onboard": the assistant's GPT weights (``path`` None: the shipped file); kind "hf": a
+    Hugging Face model directory. When the model cannot be loaded, every call raises
+    ModelUnavailable with the reason (kept in ``error``).
+    """
+
+    def __init__(self, kind: str, path: Path | None = None) -> None:
+        if kind not in ("onboard", "hf"):
+            raise ValueError(f"model kind must be 'onboard' or 'hf', got {kind!r}")
+        self.kind = kind
+        self.path = path
+        self.generator: Any = None
+        self.error: str | None = None
+        self._tried = False
+
+    def __call__(self) -> Any:
+        if not self._tried:
+            self._tried = True
+            self._load()
+        if self.generator is None:
+            raise ModelUnavailable(self.error or "no model")
+        return self.generator
+
+    def _load(self) -> None:
+        if self.kind == "hf":
+            from flight.assistant.backends import BackendUnavailable, HuggingFaceGenerator
+
+            try:
+                self.generator = HuggingFaceGenerator(self.path)
+            except BackendUnavailable as exc:
+                self.error = str(exc)
+            return
+        from flight.assistant.model import last_load_error, load_assistant_generator
+
+        self.generator = load_assistant_generator(self.path)
+        if self.generator is None:
+            self.error = last_load_error(self.path) or "the assistant's weights did not load"
+
+
+def assistant_model_source(choice: str | Path, compute: str) -> AssistantModelLoader | None:
+    """The generator factory for an ``assistant_model`` choice (None: templates only)."""
+    text = str(choice)
+    if text == "none" or (text == "auto" and compute != "real"):
+        return None
+    if text in ("auto", "onboard"):
+        return AssistantModelLoader("onboard")
+    path = Path(text)
+    if path.is_dir():
+        return AssistantModelLoader("hf", path)
+    if path.is_file():
+        return AssistantModelLoader("onboard", path)
+    raise AssistantModelChoiceError(f"assistant model {text!r}: not one of {', '.join(ASSISTANT_MODELS)}, "
+                                    f"nor an existing weights file or model directory")
 
 
 def training_job_config(scenario: Scenario, seed: int, compute: str) -> TrainingJobConfig:
@@ -99,7 +169,10 @@ class SilRun:
     def __init__(self, scenario: Scenario, out_dir: Path, seed: int = 0, compute: str = "real",
                  text: str | None = None, policy: str = "manager",
                  uplink: list[tuple[str, dict[str, Any]]] = (),
-                 downlink_transport: DownlinkTransport | None = None) -> None:
+                 downlink_transport: DownlinkTransport | None = None,
+                 assistant_model: str | Path = "auto") -> None:
+        self.assistant_source = assistant_model_source(assistant_model, compute)  # a bad choice fails first
+        self.assistant_model = str(assistant_model)
         self.scenario = scenario
         self.seed = seed
         self.compute = compute
@@ -125,7 +198,8 @@ class SilRun:
         self.dispatcher = Dispatcher(self.bus)
         self.sequencer = Sequencer(self.bus, scenario.epoch_utc,
                                    SequencerConfig(arming_window_s=self.dispatcher.config.arm_window_s))
-        self.power_manager = PowerManager(self.bus, power_manager_config(scenario, policy))
+        power_config = power_manager_config(scenario, policy)
+        self.power_manager = PowerManager(self.bus, power_config)
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
         self.shared_compute = SharedCompute(SimAccelerator(self.world))
         training_config = training_job_config(scenario, seed, compute)
@@ -135,7 +209,9 @@ class SilRun:
                                       InferenceJobConfig(compute=compute), text=inference_text)
         self.training = TrainingJob(self.bus, self.shared_compute.handle("training"), self.checkpoints,
                                     training_config, text=text)
-        self.assistant = Assistant(self.bus, self.clock.utc_at)
+        self.assistant = Assistant(self.bus, self.clock.utc_at, generator=self.assistant_source,
+                                   compute=self.shared_compute.handle("assistant"),
+                                   config=AssistantConfig(performance=power_config.performance))
         # Store-and-forward: the onboard queue, sent in ground passes. Without a transport from the
         # caller the ground is a perfect one that acknowledges everything it hears.
         self.downlink = Downlink(
@@ -294,6 +370,7 @@ class SilRun:
             "checkpoints_rejected": self.checkpoints.rejected_count,
             "resumes": self.training.resumes,
             "inference_answered": self.inference.answered,
+            "assistant": {"model_choice": self.assistant_model, **self.assistant.summary()},
             "sequences": self.sequencer.summary(),
             "commands": dict(self.dispatcher.counters),
             "preemptions": self.training.preemptions,

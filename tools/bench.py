@@ -9,6 +9,13 @@
 | cmd_rtt_p50_us, cmd_rtt_p99_us | command -> response over tcp loopback, stack in another process | raw pyzmq echo |
 | train_overhead_ratio | training steps/s under the scheduler | Trainer.step in a tight loop |
 | energy_vs_oracle | per preset, from tools.policies.energy_vs_oracle | the oracle |
+| assistant_fact_accuracy | held-out dialogues: share of model answers whose facts pass the checker | the template |
+| assistant_fact_accuracy_after_fallback | the same for what goes out (template where the model failed) | the template |
+| assistant_answer_p50_ms, assistant_answer_p99_ms | one answer's generation on this host (tools.bench_assistant) | |
+| assistant_train_tokens_per_s, assistant_loss_curve | fine-tuning throughput now; the shipped model's loss curve | |
+
+The assistant's accuracy and latency are None when its weights file
+(flight/assistant/data/assistant_gpt.pt) is not there.
 
 This is wiring: it reads the wall clock. Nothing here asserts a time; the table marks goals.
 """
@@ -26,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-BENCHMARKS = ("sil", "physics", "basilisk", "bus", "cmd", "train", "energy")
+BENCHMARKS = ("sil", "physics", "basilisk", "bus", "cmd", "train", "energy", "assistant")
 SCENARIO = "starcloud1"
 ENERGY_PRESETS = ("starcloud1", "dawn-dusk-650")
 BUS_RATIO_GOAL = 0.8
@@ -35,6 +42,8 @@ ENERGY_RATIO_GOAL = 0.95
 # Upper bounds: the whole stack may cost at most 3x, the world alone at most 1x, a C++ physics day.
 FULL_VS_BASILISK_GOAL = 3.0
 PHYSICS_VS_BASILISK_GOAL = 1.0
+ASSISTANT_ACCURACY_GOAL = 0.99
+ASSISTANT_AFTER_FALLBACK_GOAL = 1.0
 
 FIGURE_KEYS = (
     "sil_day_full_s", "sil_day_physics_s", "basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk",
@@ -42,6 +51,8 @@ FIGURE_KEYS = (
     "cmd_rtt_p50_us", "cmd_rtt_p99_us", "cmd_rtt_raw_p50_us", "cmd_rtt_raw_p99_us",
     "train_overhead_ratio", "train_sil_steps_per_s", "train_bare_steps_per_s",
     "energy_vs_oracle",
+    "assistant_fact_accuracy", "assistant_fact_accuracy_after_fallback",
+    "assistant_answer_p50_ms", "assistant_answer_p99_ms", "assistant_train_tokens_per_s", "assistant_loss_curve",
 )
 
 
@@ -54,12 +65,13 @@ class BenchSizes:
     rtt_warmup: int
     train_steps: int
     energy_s: int
+    assistant_quick: bool  # tools.bench_assistant's quick sizes (20 held-out times, a tiny fine-tune)
 
 
 FULL = BenchSizes(sim_s=86_400, bus_messages=200_000, bus_batch=2_000, round_trips=5_000, rtt_warmup=500,
-                  train_steps=300, energy_s=86_400)
+                  train_steps=300, energy_s=86_400, assistant_quick=False)
 QUICK = BenchSizes(sim_s=600, bus_messages=200, bus_batch=50, round_trips=50, rtt_warmup=10,
-                   train_steps=5, energy_s=600)
+                   train_steps=5, energy_s=600, assistant_quick=True)
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -156,9 +168,22 @@ def _bench_energy(sizes: BenchSizes, out: dict, details: dict, notes: list[str],
     details["energy"] = {"duration_s": sizes.energy_s, **results}
 
 
+def _bench_assistant(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    from tools.bench_assistant import measure_assistant
+
+    result = measure_assistant(quick=sizes.assistant_quick)
+    for key in FIGURE_KEYS:
+        if key.startswith("assistant_"):
+            out[key] = result[key]
+    if out["assistant_loss_curve"] is not None:
+        out["assistant_loss_curve"] = [list(point) for point in out["assistant_loss_curve"]]
+    details["assistant"] = result["details"]
+    notes += [f"assistant: {note}" for note in result["details"].get("notes", [])]
+
+
 _RUNNERS: dict[str, Callable[..., None]] = {
     "sil": _bench_sil, "physics": _bench_physics, "basilisk": _bench_basilisk, "bus": _bench_bus,
-    "cmd": _bench_cmd, "train": _bench_train, "energy": _bench_energy,
+    "cmd": _bench_cmd, "train": _bench_train, "energy": _bench_energy, "assistant": _bench_assistant,
 }
 
 
@@ -230,6 +255,11 @@ def _num(value: float | None, unit: str = "", digits: int = 3) -> str:
     return f"{value:.{digits}g}{unit}"
 
 
+def _share(value: float | None) -> str:
+    """A share as a percentage with enough digits that 99.96 % does not read as 100 %."""
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
 @dataclass(frozen=True)
 class AtMost:
     """A goal that is an upper bound (the others are lower bounds)."""
@@ -270,6 +300,16 @@ def format_table(result: dict[str, Any]) -> str:
     for preset in ENERGY_PRESETS:
         ratio = None if energy is None else energy.get(preset)
         rows.append((f"energy vs oracle, {preset}", "", "oracle", "", ratio, ENERGY_RATIO_GOAL))
+    # The assistant's accuracy is a share of answers whose facts agree with the template's: its ratio.
+    rows += [
+        ("assistant fact accuracy (held-out)", _share(r["assistant_fact_accuracy"]), "template facts", "",
+         r["assistant_fact_accuracy"], ASSISTANT_ACCURACY_GOAL),
+        ("assistant accuracy after fallback", _share(r["assistant_fact_accuracy_after_fallback"]), "template facts",
+         "", r["assistant_fact_accuracy_after_fallback"], ASSISTANT_AFTER_FALLBACK_GOAL),
+        ("assistant answer p50 / p99", f"{_num(r['assistant_answer_p50_ms'])} / "
+         f"{_num(r['assistant_answer_p99_ms'], ' ms')}", "", "", None, None),
+        ("assistant fine-tuning", _num(r["assistant_train_tokens_per_s"], " tok/s"), "", "", None, None),
+    ]
     header = ("figure", "value", "baseline", "baseline value", "ratio", "goal", "")
     cells = [header]
     for name, value, base_name, base_value, ratio, goal in rows:

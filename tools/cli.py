@@ -8,6 +8,13 @@ from pathlib import Path
 
 from sim.scenario import ScenarioError, preset_names
 
+ASSISTANT_MODEL_HELP = (
+    "the assistant's language model: auto (default): the shipped onboard model with real compute (or the "
+    "Hugging Face model directory in $SUNLIT_HF_MODEL, when set), templates with modeled compute; none: "
+    "templates only; onboard: the shipped weights; or PATH: a weights file or a Hugging Face model directory. "
+    "It is loaded at the first question; its answers run only on GPU time the power manager grants, else the "
+    "template answers")
+
 
 def _progress_factory(enabled: bool):
     def factory(total_s: int):
@@ -32,6 +39,7 @@ def _progress_factory(enabled: bool):
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from flight.sequence_format import SequenceError
+    from sim.sil import AssistantModelChoiceError
     from tools.run_sim import human_summary, run_simulation
 
     try:
@@ -39,9 +47,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
             args.scenario, orbits=args.orbits, duration_s=args.duration_s, seed=args.seed,
             compute=args.compute, out_dir=args.out, report=not args.no_report,
             progress_factory=_progress_factory(not args.quiet and sys.stderr.isatty() or args.progress),
-            sequences=args.sequence,
+            sequences=args.sequence, assistant_model=args.assistant_model,
         )
-    except ScenarioError as exc:
+    except (ScenarioError, AssistantModelChoiceError) as exc:
         print(f"sunlit sim: {exc}", file=sys.stderr)
         return 2
     except SequenceError as exc:
@@ -97,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         options = StackOptions(scenario=args.scenario, out_dir=args.out, seed=args.seed, compute=args.compute,
                                speed=args.speed, duration_s=args.duration_s, host=args.host, port=args.port,
-                               keys_dir=args.keys, insecure=args.insecure, ready_file=args.ready_file)
+                               keys_dir=args.keys, insecure=args.insecure, ready_file=args.ready_file,
+                               assistant_model=args.assistant_model)
         run_stack(options)
     except (ScenarioError, ValueError, OSError) as exc:
         print(f"sunlit run: {exc}", file=sys.stderr)
@@ -197,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder under runs/)")
     sim.add_argument("--sequence", type=Path, action="append", default=[], metavar="FILE",
                      help="a stored command sequence, checked, then loaded and started at the epoch (repeatable)")
+    sim.add_argument("--assistant-model", default="auto", metavar="{auto,none,onboard,PATH}",
+                     help=ASSISTANT_MODEL_HELP)
     sim.add_argument("--no-report", action="store_true", help="skip report.png")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
@@ -207,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure speed against baselines taken in the same run",
                            description="Benchmarks, each with its baseline measured in the same run: SIL day "
                                        "vs Basilisk, bus vs raw pyzmq, command round trip over tcp, training "
-                                       "under the scheduler vs a bare loop, energy vs the oracle.")
+                                       "under the scheduler vs a bare loop, energy vs the oracle, the "
+                                       "assistant's model: fact accuracy vs its templates, latency, "
+                                       "fine-tuning throughput.")
     bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, not a measurement)")
     bench.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
@@ -242,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--compute", choices=("real", "modeled"), default="modeled",
                      help="modeled (default): the GPU model accounts the work; real: training runs on this host")
+    run.add_argument("--assistant-model", default="auto", metavar="{auto,none,onboard,PATH}",
+                     help=ASSISTANT_MODEL_HELP + " (with the default modeled compute, auto means templates: "
+                          "give onboard for the model's words)")
     run.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     run.add_argument("--port", type=int, default=5555, help="command port; telemetry on port + 1 (0: any free ports)")
     run.add_argument("--keys", type=Path, default=None, metavar="DIR",

@@ -1,7 +1,8 @@
 """`sunlit sim`: run a scenario with the whole flight stack in the loop and write its outputs.
 
 Outputs, in the run folder: ``summary.json``, ``telemetry.db`` (SQLite), ``report.png`` and the
-training ``checkpoints/``. This is wiring, so it may read the wall clock (to report wall time).
+training ``checkpoints/``. This is wiring, so it may read the wall clock (to report wall time) and
+the environment ($SUNLIT_HF_MODEL, for the assistant's model: ``resolve_assistant_model``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,28 @@ import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from sim.scenario import Scenario, load_scenario
-from sim.sil import SilRun
+from sim.sil import AssistantModelChoiceError, SilRun, assistant_model_source
 from tools.report import write_report
+
+
+def resolve_assistant_model(choice: str | Path = "auto", compute: str = "real", *, prefer_model: bool = False,
+                            environ: Mapping[str, str] | None = None) -> str:
+    """What SilRun gets for a user's ``--assistant-model``: "auto", where a model is wanted (real
+    compute, or ``prefer_model``), becomes the Hugging Face directory in $SUNLIT_HF_MODEL when that
+    is set, else the onboard model; every other choice passes through (SilRun checks it)."""
+    choice = str(choice)
+    if choice != "auto" or not (compute == "real" or prefer_model):
+        return choice
+    from flight.assistant.backends import BackendUnavailable, find_local_model
+
+    try:
+        directory = find_local_model(environ=environ)
+    except BackendUnavailable as exc:
+        raise AssistantModelChoiceError(str(exc)) from exc
+    return str(directory) if directory is not None else "onboard"
 
 
 def default_out_dir(scenario: Scenario, seed: int) -> Path:
@@ -27,8 +45,11 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
                    duration_s: float | None = None, seed: int = 0, compute: str = "real",
                    out_dir: Path | None = None, report: bool = True,
                    progress_factory: Callable[[int], Callable[[int], None]] | None = None,
-                   sequences: list[Path] = ()) -> dict[str, Any]:
+                   sequences: list[Path] = (), assistant_model: str | Path = "auto") -> dict[str, Any]:
     """Run and write outputs; returns the summary. Default: one orbit.
+
+    ``assistant_model``: auto, none, onboard or a path (``sunlit sim --help``; sim/sil.py);
+    AssistantModelChoiceError for a bad one.
 
     Each sequence file is checked (SequenceError lists every problem), then loaded and started
     through the dispatcher at the epoch, as a ground uplink would.
@@ -39,6 +60,8 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     if orbits is not None and duration_s is not None:
         raise ValueError("give orbits or duration_s, not both")
     scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    assistant_model = resolve_assistant_model(assistant_model, compute)
+    assistant_model_source(assistant_model, compute)  # a bad choice fails before anything is written
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario, seed)
     wall_start = time.perf_counter()
     from flight.downlink import LoopbackTransport
@@ -47,8 +70,13 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     # The ground side of store-and-forward: what the passes brought down, archived in ground.db.
     out.mkdir(parents=True, exist_ok=True)
     ground = GroundArchive(out / "ground.db", durable=False)
-    run = SilRun(scenario, out, seed=seed, compute=compute, uplink=uplink,
-                 downlink_transport=LoopbackTransport(ground.receive_batch, history=0))
+    try:
+        run = SilRun(scenario, out, seed=seed, compute=compute, uplink=uplink,
+                     downlink_transport=LoopbackTransport(ground.receive_batch, history=0),
+                     assistant_model=assistant_model)
+    except BaseException:
+        ground.close()
+        raise
     try:
         if duration_s is None:
             duration_s = (1.0 if orbits is None else orbits) * run.world.orbit.propagator.mean_motion_period_s
@@ -93,6 +121,7 @@ def human_summary(summary: dict[str, Any]) -> str:
         f"{summary['downlink']['queued_frames']} still queued on board",
         f"  flight sw   {summary['telemetry_messages']} messages stored, {summary['bus_dropped']} dropped, "
         f"{summary['frame_slips']} frame slips, {summary['member_errors']} member errors",
+        *([_assistant_line(summary["assistant"])] if summary.get("assistant", {}).get("asked") else []),
         *(f"  sequence    {name}: {seq['state']} ({seq['commands_ok']}/{seq['commands']} commands OK)"
           + (f"; {seq['failure']}" if seq.get("failure") else "")
           for name, seq in summary.get("sequences", {}).items()),
@@ -101,3 +130,10 @@ def human_summary(summary: dict[str, Any]) -> str:
         f"  wrote       {summary['out_dir']}/summary.json, telemetry.db, report.png",
     ]
     return "\n".join(lines)
+
+
+def _assistant_line(a: dict[str, Any]) -> str:
+    model = a["model"] or (f"none ({a['model_error']})" if a["model_error"] else "none")
+    return (f"  assistant   {a['asked']} questions: {a['model_answers']} answered by the model, "
+            f"{a['fallbacks']} corrected by the checker, {a['no_allowance']} without GPU allowance, "
+            f"{a['template_answers']} from templates; {a['model_energy_wh']:.3f} Wh of GPU; model {model}")

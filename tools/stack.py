@@ -46,6 +46,7 @@ class StackOptions:
     keys_dir: Path | None = None       # None: a fresh key set in <out>/keys
     insecure: bool = False
     ready_file: Path | None = None
+    assistant_model: str = "auto"      # auto | none | onboard | a path (tools.cli.ASSISTANT_MODEL_HELP)
 
     def __post_init__(self) -> None:
         if not (self.speed > 0):
@@ -64,10 +65,13 @@ class Stack:
     """A SIL run with a ground link, stepped by ``serve``."""
 
     def __init__(self, options: StackOptions) -> None:
-        from tools.run_sim import default_out_dir
+        from sim.sil import assistant_model_source
+        from tools.run_sim import default_out_dir, resolve_assistant_model
 
         self.options = options
         scenario = options.scenario if isinstance(options.scenario, Scenario) else load_scenario(options.scenario)
+        self.assistant_model = resolve_assistant_model(options.assistant_model, options.compute)
+        assistant_model_source(self.assistant_model, options.compute)  # a bad choice fails before any socket
         self.out_dir = Path(options.out_dir) if options.out_dir is not None else default_out_dir(scenario, options.seed)
         self.context = zmq.Context()
         self.keys_dir = None if options.insecure else self._prepare_keys()
@@ -96,7 +100,8 @@ class Stack:
             authorized = operators.__contains__
         try:
             self.sil = SilRun(scenario, self.out_dir, seed=options.seed, compute=options.compute,
-                              downlink_transport=ZmqDownlinkTransport(self._downlink_socket, authorized=authorized))
+                              downlink_transport=ZmqDownlinkTransport(self._downlink_socket, authorized=authorized),
+                              assistant_model=self.assistant_model)
         except BaseException:
             self._downlink_socket.close(linger=0)
             self.context.term()
@@ -217,6 +222,7 @@ def banner(stack: Stack) -> str:
         f"  commands   {info['command_endpoint']}",
         f"  telemetry  {info['telemetry_endpoint']}",
         f"  downlink   {info['downlink_endpoint']}   (store-and-forward, in ground passes)",
+        f"  assistant  {_assistant_model_text(stack)}",
     ]
     if info["keys_dir"]:
         lines.append(f"  security   CURVE; keys in {info['keys_dir']} (clients: {', '.join(_client_names(stack))})")
@@ -228,6 +234,15 @@ def banner(stack: Stack) -> str:
         lines.append(f"  archive    sunlit ground {info['downlink_endpoint']} --archive ground.db --insecure")
     lines.append(f"  output     {info['out_dir']}   (Ctrl-C stops and writes summary.json)")
     return "\n".join(lines)
+
+
+def _assistant_model_text(stack: Stack) -> str:
+    if stack.sil.assistant_source is None:
+        return "templates (--assistant-model onboard for the model's words)"
+    loader = stack.sil.assistant_source
+    what = ("the shipped onboard model" if loader.path is None
+            else f"Hugging Face model {loader.path}" if loader.kind == "hf" else f"weights {loader.path}")
+    return f"{what}, loaded at the first question; answers on GPU time the power manager grants"
 
 
 def _client_names(stack: Stack) -> list[str]:

@@ -3,14 +3,15 @@
 A question is sorted into an intent by keywords (where, eclipse, battery, GPU temperature, pass,
 training). For each intent there is a template answer built from the Facts: it is the fallback,
 the reference the checker compares a model's answer with, and the target text of the fine-tuning
-dialogues (flight/assistant/dialogues.py). A model sees ``context_line(facts)`` (the facts,
-compact, ASCII) then the question, and writes the answer.
+dialogues (tools/dialogues.py). A model sees ``relevant_context(question, facts)`` (the facts the
+question needs, compact) then the question, and writes the answer (``model_prompt``).
 
 The checker pulls every fact out of an answer — region names, clock times ("07:05 UTC"),
 durations ("in 20 minutes"), percentages, temperatures, powers, station names, elevations, step
-counts — and compares them with the template's: a fact the template has must be there and right
-(times and durations within a minute), and no other fact may appear. Wording is free; facts are
-not.
+counts, losses, the GPU's and the training job's state words, charging or discharging, being in
+eclipse now — and compares them with the template's: a fact the template has must be there and
+right (times and durations within a minute), no other fact may appear, and a number it cannot
+place as a fact fails the answer. Wording is free; facts are not.
 """
 
 from __future__ import annotations
@@ -128,54 +129,93 @@ def template_answer(question: str, facts: Facts) -> str:
             "is, when the next pass over a ground station is, and what I'm training.")
 
 
-def context_line(facts: Facts) -> str:
-    """The facts as a model sees them: compact, ASCII-ish, in a fixed order, every value already in
-    the words and units an answer uses (a small model copies; it need not do arithmetic)."""
-    parts = [f"now {_hhmm(facts.utc)}"]
-    if facts.region is not None:
-        parts.append(f"here {phrase(facts.region)}")
-    if facts.next_region is not None:
-        parts.append(f"next {phrase(facts.next_region)} in {_minutes(facts.next_region_in_s)} at "
-                     f"{_hhmm(facts.next_region_utc)}")
-    if facts.in_umbra and facts.eclipse_end_utc is not None:
-        parts.append(f"eclipse now, sun in {_minutes(facts.eclipse_end_in_s)} at {_hhmm(facts.eclipse_end_utc)}")
-    elif facts.eclipse_start_utc is not None:
-        parts.append(f"eclipse in {_minutes(facts.eclipse_start_in_s)} at {_hhmm(facts.eclipse_start_utc)} "
-                     f"lasts {_minutes(facts.eclipse_end_in_s - facts.eclipse_start_in_s)}")
-    if facts.battery_soc is not None:
+def relevant_context(question: str, facts: Facts) -> str:
+    """The telemetry a question needs, as the model sees it: the retrieval step of the assistant.
+
+    Only the facts of the question's intent go in, every value already in the words and units an
+    answer uses (a small model copies; it need not do arithmetic); for a pass, the pass of the
+    station asked about, or the soonest. A small onboard model then has a short
+    context to copy its values from, and its answer costs a few hundred characters of attention
+    instead of the whole telemetry picture: fast on the GPU it shares with training."""
+    intent = classify(question)
+    if intent == "where":
+        if facts.region is None:
+            return "no position fix"
+        if facts.next_region is None:
+            return f"here {phrase(facts.region)}; no change for two hours"
+        return (f"here {phrase(facts.region)}; next {phrase(facts.next_region)} in "
+                f"{_minutes(facts.next_region_in_s)} at {_hhmm(facts.next_region_utc)}")
+    if intent == "eclipse":
+        if facts.in_umbra:
+            if facts.eclipse_end_utc is None:
+                return "eclipse now"
+            return f"eclipse now, sun in {_minutes(facts.eclipse_end_in_s)} at {_hhmm(facts.eclipse_end_utc)}"
+        if facts.eclipse_start_utc is None:
+            return "no eclipse predicted"
+        return (f"eclipse in {_minutes(facts.eclipse_start_in_s)} at {_hhmm(facts.eclipse_start_utc)} "
+                f"lasts {_minutes(facts.eclipse_end_in_s - facts.eclipse_start_in_s)}")
+    if intent == "battery":
+        if facts.battery_soc is None:
+            return "no battery telemetry"
         battery = f"battery {100 * facts.battery_soc:.0f}%"
         if facts.battery_energy_wh is not None:
             battery += f" {facts.battery_energy_wh:.0f} Wh of {facts.battery_capacity_wh:.0f} Wh"
         if facts.battery_power_w is not None and abs(facts.battery_power_w) >= 1.0:
             battery += f" {'charging' if facts.battery_power_w > 0 else 'discharging'} {abs(facts.battery_power_w):.0f} W"
-        parts.append(battery)
-    if facts.gpu_temp_c is not None:
+        return battery
+    if intent == "gpu":
+        if facts.gpu_temp_c is None:
+            return "no gpu temperature"
         gpu = f"gpu {facts.gpu_state or 'off'} {facts.gpu_temp_c:.1f} °C"
         if facts.gpu_state not in (None, "off") and facts.gpu_power_w is not None:
             gpu += f" {facts.gpu_power_w:.0f} W"
-        parts.append(gpu)
-    for p in sorted(facts.passes.values(), key=lambda p: p.aos_in_s):
-        parts.append(f"pass {p.station} in {_minutes(p.aos_in_s)} at {_hhmm(p.aos_utc)} "
-                     f"{p.max_elevation_deg:.0f}° elevation")
-    if facts.training_steps is not None:
+        return gpu
+    if intent == "pass":
+        station = station_in(question, facts.stations)
+        if station is None and _NAMED_PLACE.search(question):
+            return f"unknown station; known {', '.join(facts.stations) or 'none'}"
+        if station is not None:
+            p = facts.passes.get(station)
+            if p is None:
+                return f"no pass over {station} in 24 hours"
+        elif facts.passes:
+            p = min(facts.passes.values(), key=lambda p: p.aos_in_s)
+        else:
+            return "no pass in 24 hours"
+        return (f"pass {p.station} in {_minutes(p.aos_in_s)} at {_hhmm(p.aos_utc)} "
+                f"{p.max_elevation_deg:.0f}° elevation")
+    if intent == "training":
+        if facts.training_steps is None:
+            return "not training"
         loss = f" loss {facts.training_loss:.2f}" if facts.training_loss is not None else ""
-        parts.append(f"training step {facts.training_steps}{loss} {facts.training_state or 'idle'}")
-    return "; ".join(parts)
+        return f"training step {facts.training_steps}{loss} {facts.training_state or 'idle'}"
+    return "help"
 
 
 def model_prompt(question: str, facts: Facts) -> str:
-    return f"[{context_line(facts)}]\nQ: {question}\nA: "
+    return f"[{relevant_context(question, facts)}]\nQ: {question}\nA: "
 
 
 # --------------------------------------------------------------------------------- the checker
 
 _TIME = re.compile(r"\b(\d{1,2}):(\d{2})\b")
 _DURATION = re.compile(r"\b(\d+) minutes?\b|\bless than a minute\b")
+_HOURS = re.compile(r"\b(\d+) hours?\b")
 _PERCENT = re.compile(r"(-?\d+(?:\.\d+)?)\s*%")
 _TEMP = re.compile(r"(-?\d+(?:\.\d+)?)\s*°?\s*C\b")
 _WATTS = re.compile(r"(-?\d+(?:\.\d+)?)\s*W(?:h)?\b")
 _DEGREES = re.compile(r"(\d+(?:\.\d+)?)\s*°\s*elevation")
 _STEP = re.compile(r"\bstep (\d+)\b")
+_LOSS = re.compile(r"\bloss (?:of |is |at )?(-?\d+(?:\.\d+)?)\b")
+# Words that state a fact: the GPU's and the training job's state, the battery's direction.
+_STATE = re.compile(r"\b(off|booting|idle|busy|waiting|preempted|training|charging|discharging)\b")
+# Saying the satellite is in the Earth's shadow now (else: a forecast of the next eclipse).
+_UMBRA_NOW = re.compile(r"\bin (?:eclipse|the Earth's shadow|the shadow|shadow)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d")
+
+_NUMERIC_KINDS = ("times", "minutes", "hours", "percent", "temp", "watts", "elevation", "steps", "loss")
+_TOLERANCE = {"minutes": 1.0, "hours": 0.0, "percent": 1.0, "temp": 0.15, "watts": 1.0, "elevation": 1.0, "steps": 0.0,
+              "loss": 0.0051}
 
 
 @dataclass(frozen=True)
@@ -184,43 +224,56 @@ class CheckResult:
     problems: tuple[str, ...] = ()
 
 
+def _take(pattern: re.Pattern, text: str, value) -> tuple[list, str]:
+    """The values of every match, and the text with the matches blanked out (so that one number
+    is read as one fact only, and what is left over can be checked for stray numbers)."""
+    values = [value(m) for m in pattern.finditer(text)]
+    return values, pattern.sub(lambda m: " " * len(m.group(0)), text)
+
+
 def extract(answer: str, names: tuple[str, ...]) -> dict[str, list]:
-    """Every fact an answer states, by kind."""
+    """Every fact an answer states, by kind. ``stray`` holds any digits left once every kind of
+    fact has been read: a number the checker cannot place is a number it cannot vouch for."""
     text = answer
     found_names = []
     for name in sorted(names, key=len, reverse=True):  # "North Atlantic" before "Atlantic"
         if name in text:
             found_names.append(name)
             text = text.replace(name, " ")
-    minutes = [0 if m.group(1) is None else int(m.group(1)) for m in _DURATION.finditer(text)]
-    return {
-        "names": sorted(found_names),
-        "times": [int(h) * 60 + int(m) for h, m in _TIME.findall(text)],
-        "minutes": minutes,
-        "percent": [float(v) for v in _PERCENT.findall(text)],
-        "temp": [float(v) for v in _TEMP.findall(text)],
-        "watts": [float(v) for v in _WATTS.findall(text)],
-        "elevation": [float(v) for v in _DEGREES.findall(text)],
-        "steps": [int(v) for v in _STEP.findall(text)],
-    }
+    facts: dict[str, list] = {"names": sorted(found_names)}
+    facts["times"], text = _take(_TIME, text, lambda m: int(m.group(1)) * 60 + int(m.group(2)))
+    facts["minutes"], text = _take(_DURATION, text, lambda m: 0 if m.group(1) is None else int(m.group(1)))
+    facts["hours"], text = _take(_HOURS, text, lambda m: int(m.group(1)))
+    facts["percent"], text = _take(_PERCENT, text, lambda m: float(m.group(1)))
+    facts["elevation"], text = _take(_DEGREES, text, lambda m: float(m.group(1)))
+    facts["temp"], text = _take(_TEMP, text, lambda m: float(m.group(1)))
+    facts["watts"], text = _take(_WATTS, text, lambda m: float(m.group(1)))
+    facts["steps"], text = _take(_STEP, text, lambda m: int(m.group(1)))
+    facts["loss"], text = _take(_LOSS, text, lambda m: float(m.group(1)))
+    facts["states"] = sorted(m.group(1) for m in _STATE.finditer(text))
+    facts["umbra_now"] = [bool(_UMBRA_NOW.search(text))]
+    facts["stray"] = _NUMBER.findall(text)
+    return facts
 
 
 def _close(kind: str, a: float, b: float) -> bool:
     if kind == "times":
         diff = abs(a - b) % (24 * 60)
         return min(diff, 24 * 60 - diff) <= TIME_TOLERANCE_S / 60
-    tolerance = {"minutes": 1.0, "percent": 1.0, "temp": 0.15, "watts": 1.0, "elevation": 1.0, "steps": 0.0}[kind]
-    return abs(a - b) <= tolerance
+    return abs(a - b) <= _TOLERANCE[kind]
 
 
 def check_answer(answer: str, reference: str, names: tuple[str, ...]) -> CheckResult:
     """Does ``answer`` state exactly the facts of ``reference`` (the template), within tolerance?"""
     got, want = extract(answer, names), extract(reference, names)
     problems = []
-    if got["names"] != want["names"]:
-        problems.append(f"names {got['names']} != {want['names']}")
-    for kind in ("times", "minutes", "percent", "temp", "watts", "elevation", "steps"):
+    for kind in ("names", "states", "umbra_now"):
+        if got[kind] != want[kind]:
+            problems.append(f"{kind} {got[kind]} != {want[kind]}")
+    for kind in _NUMERIC_KINDS:
         a, b = got[kind], want[kind]
         if len(a) != len(b) or not all(_close(kind, x, y) for x, y in zip(a, b)):
             problems.append(f"{kind} {a} != {b}")
+    if got["stray"]:
+        problems.append(f"numbers that are no fact: {''.join(got['stray'])}")
     return CheckResult(not problems, tuple(problems))

@@ -1,7 +1,9 @@
 """Language-model backends the assistant talks through: one small interface, two implementations.
 
 ``TextGenerator.generate(prompt, max_new_tokens)`` decodes greedily (the same prompt always gives
-the same text) and returns only the continuation, never the prompt.
+the same text) and returns only the continuation, never the prompt. Both backends also say what an
+answer costs the GPU (``modelled_work_ref_s(prompt, max_new_tokens)``, reference seconds), which
+the assistant asks the power manager for before the model may answer.
 
 - ``OnboardGptGenerator``: the character-level GPT trained on board (flight/training), loaded
   from the newest verified checkpoint.
@@ -32,6 +34,15 @@ if TYPE_CHECKING:
     from flight.training.gpt import GPT
 
 HF_INSTALL_HINT = "pip install 'sunlit[hf]'"
+# Modelled GPU cost of one token, in reference seconds (seconds at full-TDP throughput), used by the
+# assistant to ask the power manager for GPU time before it lets a model answer.
+# The onboard character GPT (4 layers, 128 wide, ~0.8 M parameters) needs ~1.6 MFLOP per token:
+# nothing for an H100. Eager decoding is bound by kernel launches instead: ~60 kernels per token
+# (~14 per layer, plus embeddings, final norm and head) at ~10 us each is ~0.6 ms, rounded up to 1 ms.
+ONBOARD_REF_S_PER_TOKEN = 1e-3
+# A Hugging Face model decodes memory-bound: every new token reads every weight once from HBM
+# (H100 SXM: 3.35 TB/s); never less than the launch-bound floor above.
+H100_HBM_BYTES_PER_S = 3.35e12
 HF_MODEL_ENV = "SUNLIT_HF_MODEL"  # a directory holding a Hugging Face model, set by the operator
 _OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -94,6 +105,14 @@ class OnboardGptGenerator:
     @property
     def block_size(self) -> int:
         return self.model.config.block_size
+
+    ref_s_per_token = ONBOARD_REF_S_PER_TOKEN
+
+    def modelled_work_ref_s(self, prompt: str, max_new_tokens: int) -> float:
+        """GPU work an answer may take, in reference seconds: every prompt character the model
+        sees and the whole answer budget, each at the decode rate (prefill really is one parallel
+        pass, so this is an upper bound; the power manager is asked for no less)."""
+        return (min(len(prompt), self.block_size) + max_new_tokens) * self.ref_s_per_token
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """The ids the model sees: every character known, cropped to the block size from the left
@@ -235,6 +254,13 @@ class HuggingFaceGenerator:
         if pad is None:  # many causal LMs have no pad token; eos is the usual stand-in
             pad = eos[0] if isinstance(eos, list) else eos
         self._pad_id = pad
+        weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self.ref_s_per_token = max(ONBOARD_REF_S_PER_TOKEN, weight_bytes / H100_HBM_BYTES_PER_S)
+
+    def modelled_work_ref_s(self, prompt: str, max_new_tokens: int) -> float:
+        """GPU work an answer may take, in reference seconds: the prompt's tokens and the answer
+        budget, each at the memory-bound decode rate (an upper bound, as for the onboard model)."""
+        return (len(self.encode_prompt(prompt, max_new_tokens)) + max_new_tokens) * self.ref_s_per_token
 
     def _context_tokens(self) -> int | None:
         config = self.model.config

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import pytest
 
+from flight.assistant.model import default_weights_path
 from tools.bench import (
     BENCHMARKS,
     ENERGY_PRESETS,
@@ -30,8 +31,13 @@ ALWAYS_MEASURED = (
     "bus_ratio", "bus_sunlit_msgs_per_s", "bus_raw_msgs_per_s",
     "cmd_rtt_p50_us", "cmd_rtt_p99_us", "cmd_rtt_raw_p50_us", "cmd_rtt_raw_p99_us",
     "train_overhead_ratio", "train_sil_steps_per_s", "train_bare_steps_per_s",
+    "assistant_train_tokens_per_s",
 )
 NULLABLE = ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk", "energy_vs_oracle")
+# Measured on the shipped assistant model: None exactly when its weights file is not there.
+NEEDS_WEIGHTS = ("assistant_fact_accuracy", "assistant_fact_accuracy_after_fallback",
+                 "assistant_answer_p50_ms", "assistant_answer_p99_ms")
+CURVES = ("assistant_loss_curve",)
 
 
 def positive(value) -> bool:
@@ -53,13 +59,24 @@ def quick(tmp_path_factory):
 def test_every_key_is_there_and_well_formed(quick):
     result, _ = quick
     assert set(FIGURE_KEYS) <= result.keys()
-    assert set(ALWAYS_MEASURED) | set(NULLABLE) == set(FIGURE_KEYS)
+    assert set(ALWAYS_MEASURED) | set(NULLABLE) | set(NEEDS_WEIGHTS) | set(CURVES) == set(FIGURE_KEYS)
     for key in ALWAYS_MEASURED:
         assert positive(result[key]), (key, result[key])
     for key in ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk"):
         assert result[key] is None or positive(result[key]), (key, result[key])
     energy = result["energy_vs_oracle"]
     assert energy is None or (set(energy) == set(ENERGY_PRESETS) and all(positive(v) for v in energy.values()))
+    if default_weights_path().exists():
+        for key in NEEDS_WEIGHTS:
+            assert isinstance(result[key], float) and math.isfinite(result[key]), (key, result[key])
+        assert 0.0 <= result["assistant_fact_accuracy"] <= result["assistant_fact_accuracy_after_fallback"] <= 1.0
+        assert 0.0 < result["assistant_answer_p50_ms"] <= result["assistant_answer_p99_ms"]
+    else:
+        assert all(result[key] is None for key in NEEDS_WEIGHTS)
+        assert any("no such weights file" in note for note in result["notes"])
+    curve = result["assistant_loss_curve"]  # [step, train loss, val loss] of a fine-tuning run
+    assert curve and all(len(p) == 3 and all(math.isfinite(x) for x in p) for p in curve)
+    assert [p[0] for p in curve] == sorted({p[0] for p in curve})
     assert result["quick"] is True and result["benchmarks"] == list(BENCHMARKS)
     assert result["sizes"]["sim_s"] == QUICK.sim_s
 
@@ -85,6 +102,11 @@ def test_the_runs_behind_the_figures_did_what_they_claim(quick):
     assert d["cmd"]["round_trips"] == QUICK.round_trips and d["cmd"]["stack"]["malformed"] == 0
     assert d["cmd"]["stack"]["rejected"] == 0
     assert d["train"]["sil_steps"] >= QUICK.train_steps and d["train"]["bare_steps"] >= QUICK.train_steps
+    assert d["assistant"]["train_measure"]["steps"] > 0 and d["assistant"]["train_measure"]["tokens"] > 0
+    if default_weights_path().exists():
+        from tools.bench_assistant import QUICK_TIMES_PER_PRESET
+
+        assert d["assistant"]["eval_times"] == 2 * QUICK_TIMES_PER_PRESET  # both presets
 
 
 def test_machine_facts_and_timestamp(quick):
@@ -102,16 +124,22 @@ def test_table_shows_each_figure_with_its_baseline_and_goal(quick):
                   "training under the scheduler", *(f"energy vs oracle, {p}" for p in ENERGY_PRESETS)):
         assert label in printed
     assert ">= 0.8" in printed and ">= 0.97" in printed
+    assert "assistant fact accuracy" in printed and ">= 0.99" in printed
+    assert "assistant accuracy after fallback" in printed
     if result["basilisk_day_s"] is None:
         assert "Basilisk not installed" in printed
 
 
 def test_goals_are_marked_met_or_not(quick):
     result = dict(quick[0])
-    result.update(bus_ratio=0.81, train_overhead_ratio=0.5)
+    result.update(bus_ratio=0.81, train_overhead_ratio=0.5, assistant_fact_accuracy=0.995,
+                  assistant_fact_accuracy_after_fallback=0.9996)
     lines = format_table(result).splitlines()
     assert next(line for line in lines if "bus throughput" in line).endswith("met")
     assert next(line for line in lines if "training under" in line).endswith("NOT MET")
+    assert next(line for line in lines if "fact accuracy" in line).endswith("met")
+    after = next(line for line in lines if "after fallback" in line)
+    assert after.endswith("NOT MET") and "99.96 %" in after  # one answer in 2500 wrong is not 1.0
 
 
 def test_only_runs_the_named_benchmarks():
