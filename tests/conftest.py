@@ -5,6 +5,7 @@ import tomllib
 from importlib import resources
 
 import pytest
+import torch
 
 from sim.scenario import Scenario, parse_scenario
 
@@ -29,3 +30,12 @@ SMALL_MODEL = {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 32, "batch
 @pytest.fixture
 def small_starcloud1():
     return scenario_with("starcloud1", training=SMALL_MODEL)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Decoding a tiny model is dominated by thread hand-offs on a shared 2-core host: one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,13 +16,7 @@ TINY = {"block_size": 64, "n_layer": 1, "n_head": 2, "n_embd": 16}
 QUESTION = "Where are you?"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Decoding a tiny model is dominated by thread hand-offs on a shared 2-core host: one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
