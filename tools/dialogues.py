@@ -349,7 +349,10 @@ class FineTuneConfig:
     seed: int = 0
     train_times_per_preset: int = 3000  # x 4 questions x 2 presets = 24,000 dialogues
     questions_per_time: int = 4
-    region_swap_share: float = 0.0  # of the where-dialogues redrawn (see _swap_regions)
+    # Of the where-dialogues, the share with regions redrawn (_swap_regions). 0.5 (and 4,500 steps)
+    # got every region right on the 600 held-out questions but lost more to repeated digits ("455"
+    # said "45"): 98.2 % against 99.2 % for the shipped configuration, which uses none.
+    region_swap_share: float = 0.0
     val_times_per_preset: int = 40
     n_layer: int = 4
     n_head: int = 4
