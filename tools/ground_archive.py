@@ -20,11 +20,14 @@ each batch and sends its ack. ``serve_ground_archive`` is the whole ground proce
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,10 +248,27 @@ class GroundReceiver:
             self.poll(poll_ms)
 
 
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """SIGINT and SIGTERM ask the loop to stop at its next poll (within ~50 ms) instead of raising
+    KeyboardInterrupt wherever the process happens to be (inside a ZeroMQ or SQLite call), so the
+    archive always closes cleanly. Outside the main thread signals cannot be caught: never stops."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+    previous = {sig: signal.signal(sig, lambda *_: requested.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested.is_set
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve_ground_archive(endpoint: str, archive_path: str | Path,
                          socket_setup: Callable[[zmq.Socket], None] | None = None,
                          stop: Callable[[], bool] | None = None, *, heartbeat_s: float = 0.5) -> dict[str, int]:
-    """Connect to the stack's downlink endpoint and archive until ``stop()`` (or Ctrl-C).
+    """Connect to the stack's downlink endpoint and archive until ``stop()`` (or SIGINT/SIGTERM).
 
     ``socket_setup(socket)`` runs before connecting (set CURVE keys there). Returns the archive's
     counters.
@@ -265,10 +285,8 @@ def serve_ground_archive(endpoint: str, archive_path: str | Path,
         archive = GroundArchive(archive_path)
         socket.connect(endpoint)
         receiver = GroundReceiver(archive, socket, heartbeat_s=heartbeat_s)
-        try:
-            receiver.run_until(stop or (lambda: False))
-        except KeyboardInterrupt:
-            pass
+        with _stop_on_signals() as stopped:
+            receiver.run_until(lambda: stopped() or (stop is not None and stop()))
         return archive.stats()
     finally:
         socket.close(linger=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 
 import pytest
 import torch
@@ -77,8 +78,11 @@ def _stated(kind: str, value) -> str:
         return f"{value // 60:02d}:{value % 60:02d} UTC"
     if kind == "minutes":
         return "less than a minute" if value == 0 else f"{value} minute"
+    if kind == "umbra_now":
+        return "eclipse now" if value else ""
     return {"percent": f"{value:.0f}%", "temp": f"{value:.1f} °C", "watts": f"{value:.0f} W",
-            "elevation": f"{value:.0f}° elevation", "steps": f"step {value}"}[kind]
+            "elevation": f"{value:.0f}° elevation", "steps": f"step {value}", "loss": f"loss {value:.2f}",
+            "hours": f"{value} hours"}[kind]
 
 
 def test_every_answer_passes_the_checker_and_copies_its_facts_from_its_context(train_items, eval_items):
@@ -88,6 +92,11 @@ def test_every_answer_passes_the_checker_and_copies_its_facts_from_its_context(t
         facts = extract(item.answer, item.names)
         for name in facts.pop("names"):
             assert name in item.prompt, (name, item.answer)
+        assert not facts.pop("stray"), item.answer
+        # A state word ("training", "busy") as a word of the context; the help text's words are its own.
+        states = facts.pop("states")
+        for word in states if item.intent != "help" else ():
+            assert re.search(rf"\b{word}\b", context), (word, item.answer, context)
         for kind, values in facts.items():
             for value in values:
                 assert _stated(kind, value) in context, (kind, value, item.answer, context)
