@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import struct
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from flight.atomic_file import fsync_directory, write_atomic
 
 MAGIC = b"SUNLITCK"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -85,15 +86,6 @@ def _temp_name(step: int) -> str:
 def _step_from_name(path: Path) -> int | None:
     match = _NAME_RE.match(path.name)
     return int(match.group(1)) if match else None
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename (and unlinks) durable: the directory entry is data too.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _parse(path: Path, blob: bytes) -> tuple[CheckpointInfo, bytes]:
@@ -181,17 +173,8 @@ class CheckpointStore:
             MAGIC, CHECKPOINT_FORMAT_VERSION, step, len(snapshot.payload),
             bytes.fromhex(snapshot.sha256_hex),
         )
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(header)
-                handle.write(snapshot.payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        _fsync_directory(self.directory)
+        write_atomic(final, lambda handle: (handle.write(header), handle.write(snapshot.payload)), temp)
+        fsync_directory(self.directory)
         try:
             self.verify(final)
         except CheckpointError:
@@ -236,7 +219,7 @@ class CheckpointStore:
                 path.unlink(missing_ok=True)
                 removed = True
         if removed:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
 
     # --- reading -----------------------------------------------------------------------
 

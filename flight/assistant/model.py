@@ -33,6 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from flight.assistant.backends import OnboardGptGenerator
+from flight.atomic_file import write_atomic
 from flight.training.corpus import CharTokenizer
 from flight.training.gpt import GPT, GptConfig
 
@@ -68,12 +69,7 @@ def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Te
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(config), "vocab": vocab,
                "model": state, "weights_sha256": digest, "meta": dict(meta or {})}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: torch.save(payload, handle))
     return digest
 
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from flight.atomic_file import fsync_directory, write_atomic
 from flight.training.corpus import CharTokenizer, train_val_split
 
 FORMAT = "sunlit-prepared-text"
@@ -97,27 +97,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _write_atomic(path: Path, data: bytes | np.ndarray) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            if isinstance(data, np.ndarray):
-                data.tofile(handle)
-            else:
-                handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, data.tofile if isinstance(data, np.ndarray) else (lambda handle: handle.write(data)))
 
 
 def read_text_file(text_path: str | Path) -> tuple[str, bytes]:
@@ -174,7 +154,7 @@ def prepare(text_path: str | Path, out_dir: str | Path, *, val_fraction: float =
         "files": files,
     }
     _write_atomic(out / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    _fsync_directory(out)
+    fsync_directory(out)
     return load_prepared(out)
 
 
