@@ -498,3 +498,28 @@ def test_subscription_skips_only_when_nothing_it_wants_was_published():
                 break
         assert got and got[0].source == "outside"
         raw.close(linger=0)
+
+
+def test_skip_shortcut_with_subscriptions_that_drain_at_different_times():
+    """Publish marks the subscriptions of a topic pending only while one of them has found its
+    socket empty since; subscriptions draining out of step, or joining late, miss nothing."""
+    with Bus(lambda: 0, name="skip2") as bus:
+        a_pub, b_pub = bus.publisher("a"), bus.publisher("b")
+        early = bus.subscribe(["tlm.x"], name="early")
+        wide = bus.subscribe(["tlm."], name="wide")
+        bus.settle()
+        seen = {"early": [], "wide": [], "late": []}
+        late = None
+        for i in range(12):
+            (a_pub if i % 3 else b_pub).publish("tlm.x", {"i": i})
+            if i == 4:
+                late = bus.subscribe(["tlm.x"], name="late")
+            subs = [("early", early)] * (i % 2) + [("wide", wide)] * (i % 3 == 0)
+            subs += [("late", late)] * (late is not None and i % 4 == 0)
+            for name, sub in subs:
+                seen[name] += [m.body["i"] for m in sub.drain()]
+        for name, sub in (("early", early), ("wide", wide), ("late", late)):
+            seen[name] += [m.body["i"] for m in sub.drain()]
+            assert sub.dropped_total == 0 and sub.malformed == 0
+        assert seen["early"] == seen["wide"] == list(range(12))
+        assert seen["late"] == list(range(5, 12))
