@@ -26,7 +26,7 @@ from flight.compute import ComputeHandle
 from flight.events import EventReporter
 from flight.rate_group import TickContext
 from flight.training.corpus import CharTokenizer, load_default_corpus
-from flight.training.trainer import Trainer
+from flight.training.finetune import model_from_checkpoint_state
 
 INFERENCE_PRIORITY = 1
 MAX_PROMPT_CHARS = 256
@@ -65,7 +65,7 @@ class InferenceJob:
         self.commands = CommandServer(bus, "inference", {"ASK": self._ask})
         self._queue: deque[_Request] = deque()
         self._next_id = 1
-        self._model: Trainer | None = None
+        self._model: tuple[Any, CharTokenizer] | None = None  # (GPT, tokenizer) of the loaded checkpoint
         self._model_checkpoint: str | None = None
         self.answered = 0
         self.rejected_full = 0
@@ -140,10 +140,9 @@ class InferenceJob:
             loaded = self.checkpoints.load_latest()
             if loaded is None:
                 return None  # nothing trained yet
-            self._model = Trainer.from_state_dict(loaded[0], self._text)
+            self._model = model_from_checkpoint_state(loaded[0], self._text)
             self._model_checkpoint = loaded[1].path.name
-        model = self._model.model
-        tokenizer = self._model.tokenizer
+        model, tokenizer = self._model
         block = model.config.block_size
         idx = torch.tensor([tokenizer.encode(request.prompt)[-block:]], dtype=torch.long)
         model.eval()

@@ -1,5 +1,10 @@
-"""The onboard training job: a payload app that trains the character-level GPT whenever the power
-manager allows, preempted at step boundaries and checkpointed before it loses the GPU.
+"""The onboard training job: a payload app that trains whenever the power manager allows, preempted
+at step boundaries and checkpointed before it loses the GPU. Its task is either the character-level
+GPT from its seed on a text (``task = "text"``), or the assistant's GPT fine-tuned from its shipped
+weights on telemetry dialogues (``task = "assistant"``, flight/training/finetune.py), whose newest
+verified checkpoint the assistant then speaks with (flight/assistant/model.py). A checkpoint of
+another task or run (different corpus, base weights or config) is reported as
+``CHECKPOINT_INCOMPATIBLE`` and not used.
 
 How virtual time and real compute relate: the job declares the modelled cost of one training step
 of its target workload, ``step_time_s_at_tdp`` (seconds on the target GPU at full TDP). The GPU
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flight import checkpoint_policy
@@ -55,9 +61,13 @@ from flight.compute import ComputeDevice
 from flight.events import EventReporter
 from flight.rate_group import TickContext
 from flight.training.dataset import PreparedDataset, load_prepared
+from flight.training.finetune import BaseWeights, DialogueData, DialogueTrainer, FineTuneConfig
 from flight.training.trainer import Trainer, TrainerConfig
 
 COMPUTE_MODES = ("real", "modeled")
+# "text": the character-level GPT from its seed on a text or prepared dataset; "assistant": the
+# assistant's GPT fine-tuned from its shipped weights on telemetry dialogues (flight/training/finetune.py).
+TASKS = ("text", "assistant")
 # Training yields to inference (lower runs first) and always wants as much work as it can get.
 TRAINING_PRIORITY = 10
 
@@ -79,8 +89,16 @@ class TrainingJobConfig:
     eval_interval_steps: int = 100
     dataset: str | None = None  # a prepared dataset folder; None: the text given to the job
     trainer: TrainerConfig = TrainerConfig()
+    task: str = "text"
+    dialogues: str | None = None  # task "assistant": the dialogue corpus (a text file)
+    base_weights: str | None = None  # task "assistant": the weights to start from; None: the shipped ones
+    finetune: FineTuneConfig = FineTuneConfig()
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "assistant" and (self.dialogues is None or self.dataset is not None):
+            raise ValueError("the assistant task trains on a dialogue corpus: give dialogues, not a dataset")
         if self.compute not in COMPUTE_MODES:
             raise ValueError(f"compute must be one of {COMPUTE_MODES}, got {self.compute!r}")
         if self.step_time_s_at_tdp <= 0:
@@ -140,6 +158,10 @@ class TrainingJob:
         self._text = text
         # Validated now (a bad dataset is a start-up error naming the file), mapped, not read.
         self.dataset: PreparedDataset | None = load_prepared(config.dataset) if config.dataset else None
+        self._base: BaseWeights | None = None
+        self._dialogues: DialogueData | None = None
+        if config.task == "assistant":
+            self._base, self._dialogues = _load_assistant_task(config)
         self._pub = bus.publisher("training")
         self._events = EventReporter(bus, "training")
         self._inputs = bus.subscribe(["tlm.power", "tlm.nav"], policy="latest", name="training-job")
@@ -160,6 +182,7 @@ class TrainingJob:
         self.checkpoints_saved = 0
         self.checkpoint_failures = 0
         self.resumes = 0
+        self.incompatible_checkpoints = 0
         self.preemptions = 0
         self.lost_work_ref_s = 0.0
         self.state = "waiting"
@@ -313,12 +336,27 @@ class TrainingJob:
         self._events.emit("ACTIVITY_LO", "CHECKPOINT_SAVED", f"checkpoint at step {step} ({why})",
                           step=step, file=path.name)
 
+    def _new_trainer(self) -> Trainer | DialogueTrainer:
+        if self.config.task == "assistant":
+            return DialogueTrainer(self.config.finetune, self._base, self._dialogues)
+        return Trainer(self.config.trainer, self._text, self.dataset)
+
     def _restore(self, announce: bool) -> None:
         loaded = self.checkpoints.load_latest()
         if self.config.compute == "real":
-            self._trainer = Trainer(self.config.trainer, self._text, self.dataset)
+            self._trainer = self._new_trainer()
             if loaded is not None:
-                self._trainer.load_state_dict(loaded[0])
+                try:
+                    self._trainer.load_state_dict(loaded[0])
+                except (ValueError, KeyError) as exc:
+                    # Another task's or run's state (a changed corpus, base or config): using it would
+                    # train something else than asked. Counted and reported; this run starts afresh.
+                    self.incompatible_checkpoints += 1
+                    self._events.emit("WARNING_HI", "CHECKPOINT_INCOMPATIBLE",
+                                      f"{loaded[1].path.name} does not fit this job ({exc}); starting afresh",
+                                      file=loaded[1].path.name)
+                    self._trainer = self._new_trainer()
+                    loaded = None
         else:
             self._modeled_steps = int(loaded[0]["steps_done"]) if loaded is not None else 0
         self._progress_ref_s = 0.0
@@ -351,6 +389,7 @@ class TrainingJob:
     def _publish(self) -> None:
         self._pub.publish("tlm.training", {
             "state": self.state,
+            "task": self.config.task,
             "steps": self.steps_done,
             "loss": self.last_loss,
             "val_loss": self.last_val_loss,
@@ -365,8 +404,30 @@ class TrainingJob:
             "mtbi_s": self.mtbi_s,
             "step_time_s": self.step_time_s,
             "resumes": self.resumes,
+            "checkpoints_incompatible": self.incompatible_checkpoints,
             "preemptions": self.preemptions,
             "demand_kind": "training",
             "demand_priority": TRAINING_PRIORITY,
             "demand_ref_s": math.inf,
         })
+
+
+class TrainingTaskError(ValueError):
+    """The training task cannot start: its base weights or corpus are missing or bad (the message says which)."""
+
+
+def _load_assistant_task(config: TrainingJobConfig) -> tuple[BaseWeights, DialogueData]:
+    """The verified base weights and the dialogue corpus, read once at start-up; a bad file is a
+    start-up error naming it."""
+    from flight.assistant.model import AssistantModelError, load_weights  # the weights file format
+
+    try:
+        base = BaseWeights.from_payload(load_weights(config.base_weights))
+    except AssistantModelError as exc:
+        raise TrainingTaskError(f"assistant task base weights: {exc}") from None
+    path = Path(config.dialogues)
+    try:
+        text = path.read_text(encoding="utf-8")
+        return base, DialogueData.from_text(text, base.vocab, int(base.config["block_size"]), source=str(path))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TrainingTaskError(f"assistant task dialogues: {exc}") from None

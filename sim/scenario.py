@@ -2,7 +2,8 @@
 
 A scenario is everything the world needs to know about one satellite: its orbit (elements or a
 TLE), solar arrays, battery, bus loads, GPU, thermal network, the payload's training workload (and,
-optionally, a prepared dataset folder, relative to the scenario file), its ground stations and
+optionally, a prepared dataset folder or, for the assistant fine-tuning task, a dialogue corpus,
+relative to the scenario file), its ground stations and
 downlink rate, and the simulation step. Presets ship inside the package
 (``sim/scenarios/*.toml``) and are selected by name; any other TOML file can be given by path.
 """
@@ -124,6 +125,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "num_threads": _int(2, 1, 256),
         # A folder made by `sunlit prepare` (relative to the scenario file); absent: the packaged corpus.
         "dataset": Key(str),
+        # "text": the character-level GPT from its seed (on dataset or the packaged corpus);
+        # "assistant": the assistant's GPT fine-tuned from its weights on telemetry dialogues, whose
+        # newest verified checkpoint the assistant speaks with. The model's shape is then the
+        # weights' own (block_size, n_layer, n_head, n_embd and learning_rate above do not apply).
+        "task": Key(str, "text"),
+        # Task "assistant": a dialogue corpus (`python -m tools.dialogues corpus`), relative to the
+        # scenario file; absent: `sunlit sim` writes one from the simulator into the run folder.
+        "dialogues": Key(str),
+        "finetune_learning_rate": _num(2e-4, 0.0, 1.0, lo_exclusive=True),
     },
     "power_manager": {
         # Energy kept above the DoD floor as a margin for sensor error and model mismatch.
@@ -365,6 +375,7 @@ def _validate_stations(where: str, stations: Any) -> list[dict[str, Any]]:
 
 
 CHECKPOINT_INTERVALS = ("young_daly", "fixed")
+TRAINING_TASKS = ("text", "assistant")
 
 
 def _validate_training(where: str, training: dict[str, Any], given: dict[str, Any], source: str) -> None:
@@ -378,6 +389,22 @@ def _validate_training(where: str, training: dict[str, Any], given: dict[str, An
     if policy == "young_daly" and "checkpoint_interval_steps" in given:
         raise ScenarioError(f"{where}: [training] checkpoint_interval_steps applies only with "
                             f"checkpoint_interval = \"fixed\" (young_daly computes the interval)")
+    if training["task"] not in TRAINING_TASKS:
+        raise ScenarioError(f"{where}: [training] task must be one of {', '.join(TRAINING_TASKS)}, "
+                            f"got {training['task']!r}")
+    if training["task"] == "assistant" and training["dataset"] is not None:
+        raise ScenarioError(f"{where}: [training] dataset applies to task \"text\"; the assistant task "
+                            f"trains on dialogues")
+    if training["dialogues"] is not None:
+        if training["task"] != "assistant":
+            raise ScenarioError(f"{where}: [training] dialogues applies only with task = \"assistant\"")
+        path = Path(training["dialogues"])
+        if not path.is_absolute() and Path(source).is_file():
+            path = Path(source).resolve().parent / path
+        if not path.is_file():
+            raise ScenarioError(f"{where}: [training] dialogues {training['dialogues']!r}: no such file ({path}); "
+                                f"write one with 'python -m tools.dialogues corpus --out FILE'")
+        training["dialogues"] = str(path.resolve())
     dataset = training["dataset"]
     if dataset is not None:
         path = Path(dataset)

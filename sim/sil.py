@@ -17,7 +17,10 @@ The assistant's language model (``assistant_model``): "auto" is the shipped onbo
 ``real`` compute and templates with ``modeled`` compute (fast sims); "onboard" the shipped model,
 "none" templates; a path is a weights file (flight/assistant/model.py) or a Hugging Face model
 directory. The model is loaded at the first question, once; if it cannot be, the assistant says
-why (an ``ASSISTANT_NO_MODEL`` event, and the run summary) and answers from templates. Its answers
+why (an ``ASSISTANT_NO_MODEL`` event, and the run summary) and answers from templates. With the
+training task "assistant" (scenario [training] task) and ``real`` compute, the training job
+fine-tunes that onboard model on the scenario's dialogue corpus, and the assistant speaks with the
+newest verified checkpoint of it as soon as there is one (flight/assistant/model.py). Its answers
 are GPU work admitted by the power manager like the inference job's (flight/assistant/service.py).
 Nothing here reads the environment: the tools resolve $SUNLIT_HF_MODEL (tools/run_sim.py).
 """
@@ -30,6 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flight.admission import GpuPerformanceModel
+from flight.assistant.backends import looks_like_hf_model
+from flight.assistant.model import CheckpointAssistantModel
 from flight.assistant.service import Assistant, AssistantConfig, ModelUnavailable
 from flight.bus import Bus
 from flight.checkpoint import CheckpointStore
@@ -46,6 +51,8 @@ from flight.rate_group import TickContext
 from flight.schedule_table import default_sil_table
 from flight.telemetry_store import TelemetryStore
 from flight.training.dataset import load_prepared
+from flight.training.dialogue import vocabulary
+from flight.training.finetune import FineTuneConfig
 from flight.training.trainer import TrainerConfig
 from flight.training_job import TrainingJob, TrainingJobConfig
 from hal.service import DeviceService
@@ -56,7 +63,9 @@ from sim.scenario import Scenario
 from sim.world import World, gpu_params
 
 NS_PER_S = 1_000_000_000
-ASSISTANT_MODELS = ("auto", "none", "onboard")  # or a path: a weights file or a Hugging Face model directory
+# Or a path: a weights file, a Hugging Face model directory, or a training checkpoint directory (the
+# newest verified checkpoint of an assistant fine-tuning run, e.g. runs/X/checkpoints).
+ASSISTANT_MODELS = ("auto", "none", "onboard")
 
 
 class AssistantModelChoiceError(ValueError):
@@ -104,7 +113,7 @@ class AssistantModelLoader:
             self.error = last_load_error(self.path) or "the assistant's weights did not load"
 
 
-def assistant_model_source(choice: str | Path, compute: str) -> AssistantModelLoader | None:
+def assistant_model_source(choice: str | Path, compute: str) -> AssistantModelLoader | CheckpointAssistantModel | None:
     """The generator factory for an ``assistant_model`` choice (None: templates only)."""
     text = str(choice)
     if text == "none" or (text == "auto" and compute != "real"):
@@ -112,15 +121,26 @@ def assistant_model_source(choice: str | Path, compute: str) -> AssistantModelLo
     if text in ("auto", "onboard"):
         return AssistantModelLoader("onboard")
     path = Path(text)
+    if path.is_dir() and not looks_like_hf_model(path) and any(path.glob("ckpt-*.ckpt")):
+        return CheckpointAssistantModel(CheckpointStore(path), fallback=_no_assistant_checkpoint(path))
     if path.is_dir():
         return AssistantModelLoader("hf", path)
     if path.is_file():
         return AssistantModelLoader("onboard", path)
     raise AssistantModelChoiceError(f"assistant model {text!r}: not one of {', '.join(ASSISTANT_MODELS)}, "
-                                    f"nor an existing weights file or model directory")
+                                    f"nor an existing weights file, model directory or checkpoint directory")
 
 
-def training_job_config(scenario: Scenario, seed: int, compute: str) -> TrainingJobConfig:
+def _no_assistant_checkpoint(path: Path) -> Callable[[], Any]:
+    def fallback() -> Any:
+        raise ModelUnavailable(f"{path}: no verified checkpoint of the assistant fine-tuning task")
+    return fallback
+
+
+def training_job_config(scenario: Scenario, seed: int, compute: str,
+                        base_weights: str | Path | None = None) -> TrainingJobConfig:
+    """The training job's configuration from a scenario's [training] section; ``base_weights``: the
+    weights the assistant task starts from (None: the shipped ones)."""
     t = scenario.training
     trainer = TrainerConfig(
         seed=seed, batch_size=t["batch_size"], block_size=t["block_size"], n_layer=t["n_layer"],
@@ -133,6 +153,10 @@ def training_job_config(scenario: Scenario, seed: int, compute: str) -> Training
         checkpoint_cost_s=t["checkpoint_cost_s"], interruptions_per_day=t["interruptions_per_day"],
         saa_interruption_factor=t["saa_interruption_factor"], checkpoint_lead_s=t["checkpoint_lead_s"],
         eval_interval_steps=t["eval_interval_steps"], dataset=t["dataset"], trainer=trainer,
+        task=t["task"], dialogues=t["dialogues"],
+        base_weights=str(base_weights) if base_weights is not None else None,
+        finetune=FineTuneConfig(seed=seed, batch_size=t["batch_size"], learning_rate=t["finetune_learning_rate"],
+                                num_threads=t["num_threads"]),
     )
 
 
@@ -202,9 +226,21 @@ class SilRun:
         self.power_manager = PowerManager(self.bus, power_config)
         self.checkpoints = CheckpointStore(self.out_dir / "checkpoints")
         self.shared_compute = SharedCompute(SimAccelerator(self.world))
-        training_config = training_job_config(scenario, seed, compute)
-        # Inference takes a text: with a prepared dataset, the text it was prepared from.
-        inference_text = text if training_config.dataset is None else load_prepared(training_config.dataset).text()
+        source = self.assistant_source
+        onboard = isinstance(source, AssistantModelLoader) and source.kind == "onboard"
+        base_weights = source.path if onboard else None
+        training_config = training_job_config(scenario, seed, compute, base_weights)
+        # Inference takes a text for its vocabulary: with a prepared dataset, the text it was prepared
+        # from; with the assistant task, the assistant's vocabulary.
+        if training_config.task == "assistant":
+            inference_text = vocabulary()
+            if compute == "real" and onboard:
+                # The assistant speaks with the newest checkpoint fine-tuned on board, once there is one.
+                self.assistant_source = CheckpointAssistantModel(self.checkpoints, fallback=source)
+        elif training_config.dataset is not None:
+            inference_text = load_prepared(training_config.dataset).text()
+        else:
+            inference_text = text
         self.inference = InferenceJob(self.bus, self.shared_compute.handle("inference"), self.checkpoints,
                                       InferenceJobConfig(compute=compute), text=inference_text)
         self.training = TrainingJob(self.bus, self.shared_compute.handle("training"), self.checkpoints,
@@ -363,6 +399,7 @@ class SilRun:
                 "gpu_busy": world.gpu.busy_energy_j / 3600.0,
             },
             "brownout_steps": ledger.brownout_steps,
+            "training_task": self.training.config.task,
             "train_steps": self.training.steps_done,
             "train_loss_final": self.training.last_loss,
             "val_loss_final": self.training.last_val_loss,

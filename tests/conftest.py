@@ -39,3 +39,33 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A tiny, untrained GPT in the shipped assistant weights format, over the assistant's vocabulary.
+TINY_ASSISTANT = {"block_size": 64, "n_layer": 1, "n_head": 2, "n_embd": 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_assistant_weights(tmp_path_factory):
+    from flight.assistant.model import save_weights
+    from flight.training.dialogue import vocabulary
+    from flight.training.gpt import GPT, GptConfig
+
+    vocab = vocabulary()
+    model = GPT(GptConfig(vocab_size=len(vocab), **TINY_ASSISTANT), generator=torch.Generator().manual_seed(0))
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_weights(path, model.state_dict(), vocab, TINY_ASSISTANT, {"note": "untrained, for tests"})
+    return path
+
+
+def tiny_dialogue_corpus(count: int = 60, offset: int = 0) -> str:
+    """Short dialogues that fit the tiny model's 64-character block: the answer copies a value."""
+    return "".join(f"battery {n % 97} %\nQ: How much battery?\nA: {n % 97} %.\n\n"
+                   for n in range(offset, offset + count))
+
+
+@pytest.fixture(scope="session")
+def tiny_dialogues(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dialogues") / "dialogues.txt"
+    path.write_text(tiny_dialogue_corpus(), encoding="utf-8")
+    return path

@@ -11,7 +11,9 @@ from sim.scenario import ScenarioError, preset_names
 ASSISTANT_MODEL_HELP = (
     "the assistant's language model: auto (default): the shipped onboard model with real compute (or the "
     "Hugging Face model directory in $SUNLIT_HF_MODEL, when set), templates with modeled compute; none: "
-    "templates only; onboard: the shipped weights; or PATH: a weights file or a Hugging Face model directory. "
+    "templates only; onboard: the shipped weights; or PATH: a weights file, a Hugging Face model directory, or "
+    "a checkpoint directory of an assistant fine-tuning run (sunlit sim --train assistant): its newest verified "
+    "checkpoint. "
     "It is loaded at the first question; its answers run only on GPU time the power manager grants, else the "
     "template answers")
 
@@ -39,6 +41,7 @@ def _progress_factory(enabled: bool):
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from flight.sequence_format import SequenceError
+    from flight.training_job import TrainingTaskError
     from sim.sil import AssistantModelChoiceError
     from tools.run_sim import human_summary, run_simulation
 
@@ -48,8 +51,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
             compute=args.compute, out_dir=args.out, report=not args.no_report,
             progress_factory=_progress_factory(not args.quiet and sys.stderr.isatty() or args.progress),
             sequences=args.sequence, assistant_model=args.assistant_model,
+            train=args.train, dialogues=args.dialogues,
         )
-    except (ScenarioError, AssistantModelChoiceError) as exc:
+    except (ScenarioError, AssistantModelChoiceError, TrainingTaskError) as exc:
         print(f"sunlit sim: {exc}", file=sys.stderr)
         return 2
     except SequenceError as exc:
@@ -208,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a stored command sequence, checked, then loaded and started at the epoch (repeatable)")
     sim.add_argument("--assistant-model", default="auto", metavar="{auto,none,onboard,PATH}",
                      help=ASSISTANT_MODEL_HELP)
+    sim.add_argument("--train", choices=("text", "assistant"), default=None,
+                     help="what the training job trains (default: the scenario's [training] task, text): "
+                          "the character-level GPT from its seed, or the assistant's GPT fine-tuned on "
+                          "telemetry dialogues (with --compute real the assistant then speaks with its "
+                          "newest verified checkpoint)")
+    sim.add_argument("--dialogues", type=Path, default=None, metavar="FILE",
+                     help="dialogue corpus for --train assistant (default: the scenario's, else one "
+                          "written from the simulator into the run folder)")
     sim.add_argument("--no-report", action="store_true", help="skip report.png")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")

@@ -37,7 +37,6 @@ import os
 import random
 import sys
 import time
-import types
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +46,8 @@ from flight.assistant.answers import INTENTS, classify, model_prompt, template_a
 from flight.assistant.facts import Facts, read_facts
 from flight.assistant.regions import RegionMap
 from flight.bus import Message
+from flight.training.dialogue import (EXAMPLE_END, encode_rows, masked_batch, masked_loss, split_example,
+                                      use_fused_attention, vocabulary)
 
 NS_PER_S = 1_000_000_000
 DAY_S = 86_400
@@ -55,7 +56,6 @@ PRESETS = ("starcloud1", "dawn-dusk-650")
 SPANS_S = {"train": (600, 6 * DAY_S), "eval": (6 * DAY_S, 8 * DAY_S)}
 SEEDS = {"train": 1, "eval": 2}
 EPHEMERIS_PERIOD_S = 10  # the rate group that samples tlm.ephemeris in SIL
-EXAMPLE_END = "\n\n"
 
 # -------------------------------------------------------------------------------- questions
 # Every phrasing is checked against classify() at import: a phrasing listed under an intent is
@@ -331,14 +331,6 @@ def corpus_text(items: Sequence[Dialogue]) -> str:
     return "".join(d.text for d in items)
 
 
-def split_example(example: str) -> tuple[str, str]:
-    """(prompt, answer) of one example of a corpus (without its EXAMPLE_END)."""
-    head, sep, answer = example.rpartition("\nA: ")
-    if not sep:
-        raise ValueError(f"not a dialogue example (no '\\nA: '): {example[:60]!r}")
-    return head + sep, answer
-
-
 # -------------------------------------------------------------------------------- training
 
 
@@ -392,28 +384,6 @@ class FineTuneResult:
     @property
     def tokens_per_s(self) -> float:
         return self.train_tokens / self.train_wall_s if self.train_wall_s > 0 else float("nan")
-
-
-def vocabulary() -> str:
-    """Every printable ASCII character, the end of line and the degree sign: all a context line,
-    an answer or a typed question normally holds, independent of which corpus was drawn."""
-    return "".join(sorted(set("\n°" + "".join(chr(c) for c in range(32, 127)))))
-
-
-def _fast_attention(module: Any) -> None:
-    """Swap one CausalSelfAttention's forward for torch's fused kernel (same math, same weights)."""
-    import torch
-    from torch.nn import functional as F
-
-    def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-        batch, seq, channels = x.shape
-        q, k, v = self.c_attn(x).split(channels, dim=2)
-        shape = (batch, seq, self.n_head, channels // self.n_head)
-        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(batch, seq, channels))
-
-    module.forward = types.MethodType(forward, module)
 
 
 # Frequencies (rad per character) of the position code that the wired previous-token head reads:
@@ -480,56 +450,6 @@ def wire_previous_token_head(model: Any, generator: Any, amplitude: float = 0.04
         proj[prev, 0:head_dim] = out_scale * torch.eye(head_dim)
 
 
-def encode_rows(items: Sequence[Dialogue], tokenizer: Any, block_size: int,
-                answers_per_row: int = 1) -> list[tuple[list[int], list[tuple[int, int]]]]:
-    """Training rows: (ids, answer spans). A row is one dialogue's prompt, answer and end of line,
-    then, with ``answers_per_row`` > 1, more questions and answers about the same snapshot
-    ("Q: ...\nA: ...\n"): the first answer sits exactly where it does when the assistant asks, the
-    others reuse the same context for more answers per forward pass. Spans are [start, end) of the characters that carry loss
-    (each answer and its end of line)."""
-    rows: list[tuple[list[int], list[tuple[int, int]]]] = []
-    i = 0
-    while i < len(items):
-        first = items[i]
-        text, spans = first.prompt, []
-        qas = []
-        j = i
-        while j < len(items) and j - i < answers_per_row and (items[j].preset, items[j].t_s) == (first.preset, first.t_s):
-            qas.append((items[j].question, items[j].answer))
-            j += 1
-        for n, (question, answer) in enumerate(qas):
-            head = f"Q: {question}\nA: " if n else ""
-            if n and len(text) + len(head) + len(answer) + 1 > block_size + 1:
-                if n < j - i:
-                    j = i + n  # the next dialogue starts a row of its own
-                break
-            text += head
-            spans.append((len(text), len(text) + len(answer) + 1))
-            text += answer + "\n"
-        ids = tokenizer.encode(text)
-        if len(ids) - 1 > block_size:
-            raise ValueError(f"a training row is {len(ids)} characters: block_size {block_size} is too small")
-        rows.append((ids, spans))
-        i = j
-    return rows
-
-
-def _batch(rows: Sequence[tuple[list[int], list[tuple[int, int]]]], indices: Sequence[int]):
-    """Inputs and targets, one row per example, right-padded; targets -1 except on the answers."""
-    import torch
-
-    width = max(len(rows[i][0]) for i in indices) - 1
-    inputs = torch.zeros((len(indices), width), dtype=torch.long)
-    targets = torch.full((len(indices), width), -1, dtype=torch.long)
-    for row, i in enumerate(indices):
-        ids, spans = rows[i]
-        seq = torch.tensor(ids, dtype=torch.long)
-        inputs[row, : len(ids) - 1] = seq[:-1]
-        for start, end in spans:  # position p predicts ids[p + 1]
-            targets[row, start - 1: end - 1] = seq[start:end]
-    return inputs, targets
-
-
 def _lr(config: FineTuneConfig, step: int) -> float:
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
@@ -546,7 +466,6 @@ def fine_tune(config: FineTuneConfig, train_items: Sequence[Dialogue] | None = N
     ``progress(line)`` gets a line per evaluation; ``on_eval(step, model, tokenizer)`` is called
     there too (e.g. to measure fact accuracy along the way)."""
     import torch
-    from torch.nn import functional as F
 
     from flight.training.corpus import CharTokenizer
     from flight.training.gpt import GPT, GptConfig
@@ -570,7 +489,7 @@ def fine_tune(config: FineTuneConfig, train_items: Sequence[Dialogue] | None = N
         wire_previous_token_head(model, torch.Generator().manual_seed(derive_seed(config.seed, "wiring")))
     if config.fast_attention:
         for block in model.transformer.h:
-            _fast_attention(block.attn)
+            use_fused_attention(block.attn)
     params = [p for _, p in sorted(model.named_parameters())]
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
@@ -578,18 +497,14 @@ def fine_tune(config: FineTuneConfig, train_items: Sequence[Dialogue] | None = N
         lr=config.learning_rate, betas=(0.9, 0.99), foreach=False)
     batches = torch.Generator().manual_seed(derive_seed(config.seed, "batches"))
 
-    def masked_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits, _ = model(inputs)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-
     @torch.no_grad()
     def val_loss() -> float:
         model.eval()
         total, count = 0.0, 0
         for start in range(0, len(val), config.batch_size):
-            inputs, targets = _batch(val, range(start, min(len(val), start + config.batch_size)))
+            inputs, targets = masked_batch(val, range(start, min(len(val), start + config.batch_size)))
             n = int((targets >= 0).sum())
-            total += masked_loss(inputs, targets).item() * n
+            total += masked_loss(model, inputs, targets).item() * n
             count += n
         model.train()
         return total / count
@@ -600,11 +515,11 @@ def fine_tune(config: FineTuneConfig, train_items: Sequence[Dialogue] | None = N
     running, running_n = 0.0, 0
     for step in range(config.steps):
         indices = torch.randint(len(train), (config.batch_size,), generator=batches).tolist()
-        inputs, targets = _batch(train, indices)
+        inputs, targets = masked_batch(train, indices)
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, step)
         t0 = time.perf_counter()
-        loss = masked_loss(inputs, targets)
+        loss = masked_loss(model, inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:

@@ -1,12 +1,13 @@
 """`sunlit sim`: run a scenario with the whole flight stack in the loop and write its outputs.
 
 Outputs, in the run folder: ``summary.json``, ``telemetry.db`` (SQLite), ``report.png`` and the
-training ``checkpoints/``. This is wiring, so it may read the wall clock (to report wall time) and
+training ``checkpoints/`` (and ``dialogues.txt``, the corpus written for ``--train assistant``). This is wiring, so it may read the wall clock (to report wall time) and
 the environment ($SUNLIT_HF_MODEL, for the assistant's model: ``resolve_assistant_model``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from sim.scenario import Scenario, load_scenario
+from sim.scenario import TRAINING_TASKS, Scenario, ScenarioError, load_scenario
 from sim.sil import AssistantModelChoiceError, SilRun, assistant_model_source
 from tools.report import write_report
 
@@ -45,8 +46,13 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
                    duration_s: float | None = None, seed: int = 0, compute: str = "real",
                    out_dir: Path | None = None, report: bool = True,
                    progress_factory: Callable[[int], Callable[[int], None]] | None = None,
-                   sequences: list[Path] = (), assistant_model: str | Path = "auto") -> dict[str, Any]:
+                   sequences: list[Path] = (), assistant_model: str | Path = "auto",
+                   train: str | None = None, dialogues: Path | None = None) -> dict[str, Any]:
     """Run and write outputs; returns the summary. Default: one orbit.
+
+    ``train``: the training task ("text" or "assistant"; None: the scenario's). ``dialogues``: the
+    assistant task's dialogue corpus (None: the scenario's, else one written from the simulator
+    into the run folder, ``dialogues.txt``).
 
     ``assistant_model``: auto, none, onboard or a path (``sunlit sim --help``; sim/sil.py);
     AssistantModelChoiceError for a bad one.
@@ -60,9 +66,12 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     if orbits is not None and duration_s is not None:
         raise ValueError("give orbits or duration_s, not both")
     scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    scenario = with_training_task(scenario, train, dialogues)
     assistant_model = resolve_assistant_model(assistant_model, compute)
     assistant_model_source(assistant_model, compute)  # a bad choice fails before anything is written
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario, seed)
+    if scenario.training["task"] == "assistant" and scenario.training["dialogues"] is None:
+        scenario = with_training_task(scenario, "assistant", write_dialogue_corpus(out / "dialogues.txt", seed))
     wall_start = time.perf_counter()
     from flight.downlink import LoopbackTransport
     from tools.ground_archive import GroundArchive
@@ -98,6 +107,43 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     return summary
 
 
+# The corpus `sunlit sim --train assistant` writes when none is given: 50 random times of each preset,
+# 4 questions each (400 dialogues, about 6 s to generate); `python -m tools.dialogues corpus` makes more.
+SIM_DIALOGUE_TIMES_PER_PRESET = 50
+SIM_DIALOGUE_QUESTIONS = 4
+
+
+def with_training_task(scenario: Scenario, task: str | None, dialogues: Path | None = None) -> Scenario:
+    """The scenario with its [training] task (and dialogue corpus) replaced; checked like a file's."""
+    if task is None and dialogues is None:
+        return scenario
+    training = dict(scenario.training)
+    if task is not None:
+        if task not in TRAINING_TASKS:
+            raise ScenarioError(f"training task must be one of {', '.join(TRAINING_TASKS)}, got {task!r}")
+        training["task"] = task
+    if dialogues is not None:
+        if training["task"] != "assistant":
+            raise ScenarioError("a dialogue corpus applies only to the assistant training task (--train assistant)")
+        if not Path(dialogues).is_file():
+            raise ScenarioError(f"dialogue corpus {dialogues}: no such file; write one with "
+                                f"'python -m tools.dialogues corpus --out FILE'")
+        training["dialogues"] = str(Path(dialogues).resolve())
+    if training["task"] == "assistant" and training["dataset"] is not None:
+        raise ScenarioError("the assistant training task trains on dialogues, not on the scenario's dataset")
+    return dataclasses.replace(scenario, training=training)
+
+
+def write_dialogue_corpus(path: Path, seed: int) -> Path:
+    """A dialogue corpus from the simulator (tools/dialogues.py), days 0-6 of both presets."""
+    from tools.dialogues import corpus_text, dialogues
+
+    items = dialogues("train", SIM_DIALOGUE_TIMES_PER_PRESET, SIM_DIALOGUE_QUESTIONS, seed=1000 + seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(corpus_text(items), encoding="utf-8")
+    return path
+
+
 def human_summary(summary: dict[str, Any]) -> str:
     e = summary["energy_wh"]
     lines = [
@@ -112,8 +158,9 @@ def human_summary(summary: dict[str, Any]) -> str:
         f"DoD violations {summary['dod_violations']}",
         f"  energy      solar {e['solar']:.0f} Wh, GPU {e['gpu']:.0f} Wh, bus {e['bus']:.0f} Wh, "
         f"shunted {e['shunted']:.0f} Wh",
-        f"  training    {summary['train_steps']} steps"
-        + (f", loss {summary['train_loss_final']:.3f}" if summary["train_loss_final"] is not None else "")
+        f"  training    {'assistant fine-tuning, ' if summary.get('training_task') == 'assistant' else ''}"
+        f"{summary['train_steps']} steps"
+        + (f", loss {_loss_text(summary['train_loss_final'])}" if summary["train_loss_final"] is not None else "")
         + f", {summary['checkpoints']} checkpoints, {summary['resumes']} resumes, "
         f"{summary['gpu_on_cycles']} GPU on-cycles",
         f"  downlink    {summary['downlink']['passes']} ground passes, "
@@ -130,6 +177,10 @@ def human_summary(summary: dict[str, Any]) -> str:
         f"  wrote       {summary['out_dir']}/summary.json, telemetry.db, report.png",
     ]
     return "\n".join(lines)
+
+
+def _loss_text(loss: float) -> str:
+    return f"{loss:.3f}" if loss >= 0.01 else f"{loss:.1e}"  # fine-tuning losses are tiny
 
 
 def _assistant_line(a: dict[str, Any]) -> str:

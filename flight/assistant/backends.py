@@ -91,16 +91,17 @@ class OnboardGptGenerator:
     def from_checkpoint_store(cls, store: CheckpointStore, text: str | None = None) -> OnboardGptGenerator | None:
         """The newest verified checkpoint as a generator, or None when nothing has been trained yet.
 
-        `text` is the training text (default: the packaged corpus); its characters must be the
-        checkpoint's vocabulary.
+        Either training task's checkpoint: a text-task one needs its training text (`text`, default:
+        the packaged corpus) for the vocabulary; an assistant-task one carries its own.
         """
-        from flight.training.trainer import Trainer  # builds models: only needed here
+        from flight.training.finetune import model_from_checkpoint_state  # builds models: only needed here
 
         loaded = store.load_latest()
         if loaded is None:
             return None
         state, info = loaded
-        return cls(Trainer.from_state_dict(state, text), checkpoint=info)
+        model, tokenizer = model_from_checkpoint_state(state, text)
+        return cls(model, tokenizer, checkpoint=info)
 
     @property
     def block_size(self) -> int:

@@ -21,21 +21,22 @@ tokens instead of recomputing the whole window per token, while the text fits th
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch.nn import functional as F
 
 from flight.assistant.backends import OnboardGptGenerator
 from flight.atomic_file import write_atomic
+from flight.checkpoint import CheckpointInfo, CheckpointStore
 from flight.training.corpus import CharTokenizer
 from flight.training.gpt import GPT, GptConfig
+from flight.training.trainer import tensors_sha256
 
 FORMAT = "sunlit-assistant-gpt"
 FORMAT_VERSION = 1
@@ -52,12 +53,8 @@ def default_weights_path() -> Path:
 
 
 def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().contiguous().cpu()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
+    """Over every tensor of the state dict (the tied embedding and head both), in name order."""
+    return tensors_sha256(state_dict.items())
 
 
 def save_weights(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], vocab: str,
@@ -201,3 +198,46 @@ def load_assistant_generator(path: str | os.PathLike[str] | None = None) -> Assi
 def last_load_error(path: str | os.PathLike[str] | None = None) -> str | None:
     key = str(Path(path) if path is not None else default_weights_path())
     return _errors.get(key)
+
+
+class CheckpointAssistantModel:
+    """The assistant's generator factory when the model is fine-tuned on board: the newest verified
+    checkpoint of the training job's "assistant" task, else ``fallback()`` (the shipped weights).
+
+    Called at each question. It looks at the store's newest file name (a directory listing) and
+    loads only when that changes: ``load_latest`` verifies each checkpoint's hash and falls back
+    past a corrupt newest one to the previous verified one. Checkpoints of the text task are not
+    the assistant's and are ignored. Each generator is named by its step, so the assistant reports
+    every change of model as an event.
+    """
+
+    def __init__(self, store: CheckpointStore, fallback: Callable[[], Any] | None = None) -> None:
+        self.store = store
+        self.fallback = fallback
+        self.generator: AssistantGptGenerator | None = None
+        self.checkpoint: CheckpointInfo | None = None
+        self._newest_seen: str | None = None
+
+    def __call__(self) -> Any:
+        newest = self.store.list_checkpoints()
+        if newest and newest[-1].name != self._newest_seen:
+            self._newest_seen = newest[-1].name
+            self._load()
+        if self.generator is not None:
+            return self.generator
+        return self.fallback() if self.fallback is not None else None
+
+    def _load(self) -> None:
+        from flight.training.finetune import TASK, assistant_model_from_state
+
+        loaded = self.store.load_latest()
+        if loaded is None or loaded[0].get("task") != TASK:
+            return
+        state, info = loaded
+        if self.checkpoint is not None and info.path == self.checkpoint.path:
+            return
+        model, tokenizer = assistant_model_from_state(state)
+        generator = AssistantGptGenerator(model, tokenizer, meta={"checkpoint": info.path.name, "step": info.step})
+        generator.name = f"assistant-gpt fine-tuned on board, step {info.step}"
+        generator.checkpoint = info
+        self.generator, self.checkpoint = generator, info

@@ -13,7 +13,7 @@ import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
@@ -67,6 +67,32 @@ def derive_seed(seed: int, stream: str) -> int:
     """An independent 63-bit seed per named random stream, from one user seed."""
     digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def tensors_sha256(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """SHA-256 over (name, tensor) pairs in name order: name, dtype, shape, then the raw bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
+        tensor = tensor.detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def make_adamw(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with decay on matrices and embeddings, not biases or LayerNorm gains (nanoGPT's rule)."""
+    params = [p for _, p in sorted(model.named_parameters())]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=learning_rate,
+        betas=(0.9, 0.99),
+        foreach=False,  # pin the implementation: a different kernel means other bits
+    )
 
 
 class Trainer:
@@ -124,19 +150,7 @@ class Trainer:
         self.steps_done = 0
 
     def _make_optimizer(self) -> torch.optim.AdamW:
-        # Decay matrices and embeddings, not biases or LayerNorm gains (nanoGPT's rule).
-        params = [p for _, p in sorted(self.model.named_parameters())]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        return torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.config.learning_rate,
-            betas=(0.9, 0.99),
-            foreach=False,  # pin the implementation: a different kernel means other bits
-        )
+        return make_adamw(self.model, self.config.learning_rate, self.config.weight_decay)
 
     def _fixed_eval_starts(self) -> torch.Tensor:
         # Evenly spaced windows over the validation text: the same set on every call,
@@ -200,12 +214,7 @@ class Trainer:
         Raw bytes are the host's (little-endian) float32 layout: the hash names a
         bit-exact state on hosts of the same byte order.
         """
-        digest = hashlib.sha256()
-        for name, param in sorted(self.model.named_parameters()):
-            tensor = param.detach().contiguous().cpu()
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-            digest.update(tensor.numpy().tobytes())
-        return digest.hexdigest()
+        return tensors_sha256(self.model.named_parameters())
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a new Trainer needs to continue exactly where this one is.

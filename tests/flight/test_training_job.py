@@ -10,8 +10,10 @@ from flight.checkpoint import CheckpointStore
 from flight.rate_group import TickContext
 from flight.training.corpus import load_default_corpus
 from flight.training.dataset import DatasetError, prepare
+from flight.assistant.model import load_weights
+from flight.training.finetune import FineTuneConfig
 from flight.training.trainer import TrainerConfig
-from flight.training_job import TrainingJob, TrainingJobConfig
+from flight.training_job import TrainingJob, TrainingJobConfig, TrainingTaskError
 from sim.scenario import ScenarioError
 from sim.sil import training_job_config
 from tests.conftest import scenario_with
@@ -253,6 +255,21 @@ def test_scenario_keys_reach_the_job_config():
         scenario_with("starcloud1", training={"interruptions_per_day": 0.0})
 
 
+def test_the_assistant_task_scenario_keys_reach_the_job_config(tiny_dialogues):
+    assert training_job_config(scenario_with("starcloud1"), seed=0, compute="real").task == "text"
+    scenario = scenario_with("starcloud1", training={"task": "assistant", "dialogues": str(tiny_dialogues),
+                                                     "finetune_learning_rate": 1e-4, "batch_size": 4})
+    config = training_job_config(scenario, seed=7, compute="real", base_weights="/w.pt")
+    assert (config.task, config.dialogues, config.base_weights) == ("assistant", str(tiny_dialogues), "/w.pt")
+    assert (config.finetune.seed, config.finetune.learning_rate, config.finetune.batch_size) == (7, 1e-4, 4)
+    with pytest.raises(ScenarioError, match=r"\[training\] task must be one of text, assistant, got 'vision'"):
+        scenario_with("starcloud1", training={"task": "vision"})
+    with pytest.raises(ScenarioError, match=r"\[training\] dialogues applies only with task"):
+        scenario_with("starcloud1", training={"dialogues": str(tiny_dialogues)})
+    with pytest.raises(ScenarioError, match=r"\[training\] dialogues 'nope.txt': no such file"):
+        scenario_with("starcloud1", training={"task": "assistant", "dialogues": "nope.txt"})
+
+
 # --- checkpoints before SAA entry -------------------------------------------------------------
 
 def test_checkpoint_once_ahead_of_each_predicted_saa_entry(tmp_path):
@@ -378,3 +395,70 @@ def test_a_bad_dataset_stops_the_job_at_construction(tmp_path):
                         dataclasses.replace(config, dataset=str(tmp_path)), text="x" * 200)
     finally:
         bus.close()
+
+
+def assistant_rig(tmp_path, name, weights, dialogues, **overrides):
+    return Rig(tmp_path, name, task="assistant", dialogues=str(dialogues), base_weights=str(weights),
+               finetune=FineTuneConfig(seed=2, batch_size=4, num_threads=1), **overrides)
+
+
+def test_the_assistant_task_fine_tunes_and_resumes_bit_identically(tmp_path, tiny_assistant_weights, tiny_dialogues):
+    straight = assistant_rig(tmp_path, "a-straight", tiny_assistant_weights, tiny_dialogues)
+    for _ in range(13):
+        straight.frame()
+    assert straight.job.steps_done == 12
+    assert straight.last_telemetry()["task"] == "assistant"
+
+    broken = assistant_rig(tmp_path, "a-broken", tiny_assistant_weights, tiny_dialogues)
+    for _ in range(6):
+        broken.frame()
+    broken.frame(allowed=False)  # preempted, with the work of the last busy frame: checkpoint at step 6
+    broken.gpu.powered = False
+    broken.frame(allowed=False)
+    broken.gpu.powered = True
+    while broken.job.steps_done < 12:
+        broken.frame()
+    assert broken.job.resumes == 1
+    assert broken.job.weights_sha256() == straight.job.weights_sha256()
+    state, info = broken.store.load_latest()
+    assert state["task"] == "assistant" and info.step == 6
+    assert state["base_weights_sha256"] == load_weights(tiny_assistant_weights)["weights_sha256"]
+
+
+def test_a_checkpoint_of_another_task_is_reported_and_not_used(tmp_path, tiny_assistant_weights, tiny_dialogues):
+    text = Rig(tmp_path, "text-first")
+    for _ in range(3):
+        text.frame()
+    text.frame(allowed=False)  # a text-task checkpoint in the store
+    assistant = assistant_rig(tmp_path, "then-assistant", tiny_assistant_weights, tiny_dialogues, store=text.store)
+    assistant.frame()
+    assert "CHECKPOINT_INCOMPATIBLE" in assistant.event_names()
+    assert assistant.job.incompatible_checkpoints == 1
+    assert assistant.job.steps_done == 0
+    assert assistant.job.weights_sha256() == load_weights(tiny_assistant_weights)["weights_sha256"]
+
+
+@pytest.mark.parametrize("corpus, fault", [
+    (None, "No such file or directory: .*dialogues.txt"),
+    ("no answers here\n\n", "example 1: not a dialogue example"),
+])
+def test_a_bad_dialogue_corpus_stops_the_job_at_construction(tmp_path, tiny_assistant_weights, corpus, fault):
+    path = tmp_path / "dialogues.txt"
+    if corpus is not None:
+        path.write_text(corpus)
+    with pytest.raises(TrainingTaskError, match=fault):
+        assistant_rig(tmp_path, "bad-corpus", tiny_assistant_weights, path)
+
+
+def test_bad_base_weights_stop_the_job_at_construction(tmp_path, tiny_dialogues):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(TrainingTaskError, match="base weights: .*bad.pt: not a readable torch file"):
+        assistant_rig(tmp_path, "bad-base", bad, tiny_dialogues)
+
+
+def test_the_assistant_task_needs_dialogues_and_no_dataset():
+    with pytest.raises(ValueError, match="task must be one of"):
+        TrainingJobConfig(task="vision")
+    with pytest.raises(ValueError, match="give dialogues"):
+        TrainingJobConfig(task="assistant")

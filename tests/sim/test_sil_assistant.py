@@ -5,30 +5,22 @@ ahead of training and their energy booked, and runs nobody asks anything left as
 import pytest
 import torch
 
-from flight.assistant.model import default_weights_path, save_weights
-from flight.training.gpt import GPT, GptConfig
+from flight.assistant.model import CheckpointAssistantModel, default_weights_path
+from flight.training.finetune import assistant_model_from_state
 from sim.scenario import load_scenario
 from sim.sil import AssistantModelChoiceError, AssistantModelLoader, SilRun, assistant_model_source
 from sim.world import gpu_params
-from tools.dialogues import vocabulary
-
-TINY = {"block_size": 64, "n_layer": 1, "n_head": 2, "n_embd": 16}
+from tests.conftest import scenario_with
 QUESTION = "Where are you?"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
+@pytest.fixture
+def tiny_weights(tiny_assistant_weights):
     """A weights file in the shipped format: a tiny, untrained GPT over the assistant's vocabulary."""
-    vocab = vocabulary()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = GPT(GptConfig(vocab_size=len(vocab), **TINY))
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_weights(path, model.state_dict(), vocab, TINY, {"note": "untrained, for tests"})
-    return path
+    return tiny_assistant_weights
 
 
 @pytest.mark.parametrize("choice, compute, kind", [
@@ -162,3 +154,37 @@ def test_a_model_changes_no_telemetry_until_someone_asks(tmp_path, tiny_weights)
         hashes[choice] = summary["telemetry_sha256"]
         assert summary["assistant"]["model"] is None and summary["assistant"]["asked"] == 0  # never loaded
     assert len(set(hashes.values())) == 1
+
+
+def test_the_assistant_speaks_with_what_the_training_job_fine_tuned_on_board(tmp_path, tiny_weights, tiny_dialogues):
+    scenario = scenario_with("starcloud1", training={"task": "assistant", "dialogues": str(tiny_dialogues),
+                                                     "num_threads": 1})
+    run = SilRun(scenario, tmp_path / "run", compute="real", assistant_model=tiny_weights)
+    try:
+        run.run(900)  # training from the GPU's first boot; a checkpoint 60 s before the eclipse at ~896 s
+        state, info = run.checkpoints.load_latest()
+        assert state["task"] == "assistant" and info.step > 0
+        answer, notices, _, _ = ask_and_watch(run)
+        (notice,) = notices
+        assert notice["name"] == "ASSISTANT_MODEL"
+        assert notice["model"] == f"assistant-gpt fine-tuned on board, step {info.step}"
+        # The assistant's weights are the checkpoint's, not the base file's.
+        model, _ = assistant_model_from_state(state)
+        spoken = run.assistant_source.generator.model.state_dict()
+        assert all(torch.equal(spoken[name], tensor) for name, tensor in model.state_dict().items())
+        assert answer["source"] in ("model", "template")  # a tiny model: the checker may correct it
+        summary = run.finish()
+        assert summary["training_task"] == "assistant"
+        assert summary["assistant"]["model"] == notice["model"]
+    finally:
+        run.close()
+
+
+def test_a_checkpoint_directory_is_an_assistant_model_choice(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "ckpt-000000000001.ckpt").write_bytes(b"corrupt")
+    source = assistant_model_source(folder, "modeled")
+    assert isinstance(source, CheckpointAssistantModel)
+    with pytest.raises(Exception, match="no verified checkpoint of the assistant fine-tuning task"):
+        source()

@@ -1,29 +1,22 @@
 """`--assistant-model` on sunlit sim, run and ask: what each choice resolves to ($SUNLIT_HF_MODEL
 included), clear refusals, and the answer line saying which source answered and why."""
 
+import json
+
 import pytest
-import torch
 
 from flight.assistant.backends import HF_MODEL_ENV
-from flight.assistant.model import save_weights
-from flight.training.gpt import GPT, GptConfig
 from sim.sil import AssistantModelChoiceError
 from tools.cli import build_parser, main
-from tools.dialogues import vocabulary
 from tools.run_sim import resolve_assistant_model
 
 AT = "2025-11-02T06:35:00Z"  # five minutes after starcloud1's epoch: the GPU is up and training
 
 
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory):
-    vocab, config = vocabulary(), {"block_size": 64, "n_layer": 1, "n_head": 2, "n_embd": 16}
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = GPT(GptConfig(vocab_size=len(vocab), **config))
-    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_weights(path, model.state_dict(), vocab, config)
-    return path
+@pytest.fixture
+def tiny_weights(tiny_assistant_weights):
+    """A weights file in the shipped format: a tiny, untrained GPT over the assistant's vocabulary."""
+    return tiny_assistant_weights
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,3 +92,40 @@ def test_run_wires_the_chosen_model_and_says_so(tmp_path, tiny_weights):
         stack.close()
     with pytest.raises(AssistantModelChoiceError):
         Stack(StackOptions(out_dir=tmp_path / "other", port=0, insecure=True, assistant_model="gemma-7b"))
+
+
+def test_sim_fine_tunes_the_assistant_on_board_and_ask_speaks_with_its_checkpoint(tmp_path, capsys, tiny_weights,
+                                                                                   tiny_dialogues):
+    out = tmp_path / "run"
+    assert main(["sim", "--compute", "real", "--duration-s", "900", "--quiet", "--no-report", "--out", str(out),
+                 "--train", "assistant", "--dialogues", str(tiny_dialogues),
+                 "--assistant-model", str(tiny_weights)]) == 0
+    printed = capsys.readouterr().out
+    assert "training    assistant fine-tuning, " in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["training_task"] == "assistant" and summary["checkpoints"] >= 1
+    newest = sorted((out / "checkpoints").glob("ckpt-*.ckpt"))[-1]
+    step = int(newest.stem.split("-")[1])
+
+    assert main(["ask", "How much battery do you have?", "--at", AT,
+                 "--assistant-model", str(out / "checkpoints")]) == 0
+    assert f"assistant-gpt fine-tuned on board, step {step}" in capsys.readouterr().err  # the source line
+
+
+def test_sim_refuses_dialogues_without_the_assistant_task(tmp_path, capsys, tiny_dialogues):
+    out = tmp_path / "run"
+    assert main(["sim", "--compute", "modeled", "--duration-s", "10", "--quiet", "--no-report", "--out", str(out),
+                 "--dialogues", str(tiny_dialogues)]) == 2
+    assert "applies only to the assistant training task" in capsys.readouterr().err
+    assert main(["sim", "--compute", "modeled", "--duration-s", "10", "--quiet", "--no-report", "--out", str(out),
+                 "--train", "assistant", "--dialogues", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt: no such file" in capsys.readouterr().err
+
+
+def test_sim_refuses_a_corrupt_dialogue_corpus_naming_it(tmp_path, capsys, tiny_weights):
+    corpus = tmp_path / "bad.txt"
+    corpus.write_text("Q: where?\nno answer mark\n\n")
+    assert main(["sim", "--compute", "real", "--duration-s", "10", "--quiet", "--no-report",
+                 "--out", str(tmp_path / "run"), "--train", "assistant", "--dialogues", str(corpus),
+                 "--assistant-model", str(tiny_weights)]) == 2
+    assert "bad.txt: example 1: not a dialogue example" in capsys.readouterr().err
