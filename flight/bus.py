@@ -22,6 +22,7 @@ thread-safe); another thread or process gets its own socket through ``connect_su
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ _TOPIC_CACHE_MAX = 4096  # bounds memory if a peer floods us with distinct topic
 # with one set lookup per key); a stream with more distinct keys is checked in full each time.
 _KNOWN_KEYS_MAX = 1024
 _endpoint_ids = itertools.count()
+_next_seq_of = operator.itemgetter(1)  # of a Publisher._topics entry
 
 
 # --------------------------------------------------------------------------- message format
@@ -298,13 +300,16 @@ class Subscription:
         self.dropped: dict[str, int] = {}
         self.closed = False
         self._filters = tuple(filters)
-        # Fed only by its Bus's in-process PUB, a subscription knows from the Bus whether anything
-        # was published for it since it last found its socket empty, and skips the socket (a ZeroMQ
-        # call that costs ~10 us even when empty) otherwise. Any other feed reads every time.
+        # Fed only by its Bus's in-process PUB, a subscription knows how many frames wait in its
+        # socket without asking ZeroMQ: one per message published on a topic it wants (the
+        # publishers' seq counters, ``_feeds``) and one per settle probe, less what it has read.
+        # It reads exactly that many, so it never pays for finding the socket empty (a ZeroMQ
+        # Again costs ~5 us, and a reader that saw its pipe empty costs ~4 us more to wake on
+        # the next message), and skips the socket when nothing waits. Any other feed reads until
+        # the socket is empty.
         self._bus_fed = False
-        self._pending = True
-        # The publishers' topic entries that list this subscription (see Publisher._topics).
-        self._feeds: list[list] = []
+        self._feeds: list[list] = []  # the publishers' topic entries this subscription wants
+        self._frames_taken = 0  # frames read, plus probes not sent to it (negative: owed)
 
     def _wants(self, frame_prefix: bytes) -> bool:
         """Whether a frame starting ``topic + NUL`` passes this subscription's filters."""
@@ -341,7 +346,6 @@ class Subscription:
     def connect(self, endpoint: str) -> None:
         """Also receive from another endpoint (another bus, a bench process, a test injector)."""
         self._bus_fed = False
-        self._pending = True
         self._socket.connect(endpoint)
 
     def poll(self, timeout_ms: int) -> bool:
@@ -356,12 +360,17 @@ class Subscription:
             raise ValueError(f"max_messages must be >= 0 or None, got {max_messages}")
         out: list[Message] = []
         budget = -1 if max_messages is None else max_messages
-        if not self._pending and self._bus_fed and not self._backlog:
+        # Frames waiting in a bus-fed socket; never below 0 unless miscounted, and then the socket
+        # is read until empty, which sets the count right again.
+        waiting = sum(map(_next_seq_of, self._feeds)) - self._frames_taken if self._bus_fed else -1
+        if waiting == 0 and not self._backlog:
             return []
         try:
             while budget and self._backlog:
                 self._accept(self._backlog.popleft(), out)
                 budget -= 1
+            if waiting >= 0:
+                budget = waiting if budget < 0 else min(budget, waiting)
             if budget and not self.closed:
                 self._read_socket(budget, out)
         finally:
@@ -382,7 +391,8 @@ class Subscription:
 
     def _read_socket(self, budget: int, out: list[Message]) -> None:
         """The hot loop: the common case (valid frame, known topic) is inlined; anything else
-        goes through ``_accept``, which gives the reason."""
+        goes through ``_accept``, which gives the reason. Reads at most ``budget`` frames (-1: until
+        the socket is empty); a bus-fed subscription is given exactly the number waiting."""
         recv = self._socket.recv
         flags = zmq.NOBLOCK
         again = zmq.Again
@@ -401,10 +411,11 @@ class Subscription:
             try:
                 frame = recv(flags)
             except again:
-                if self._bus_fed:
-                    self._pending = False  # until the Bus publishes something it wants
-                    for entry in self._feeds:
-                        entry[4] = False
+                if trusted:
+                    # Fewer frames than published: ZeroMQ dropped some at the high-water mark (the
+                    # seq gaps count them). None of them will come: start counting afresh.
+                    self._frames_taken = sum(map(_next_seq_of, self._feeds))
+                    trusted = None
                 break
             cut = frame.find(_SEP)
             # Anything unexpected (unknown topic, bad msgpack, not 4 fields, unhashable or
@@ -439,6 +450,8 @@ class Subscription:
                 append(message)
                 continue
             self._accept(frame, out)  # first of a stream, gap, new keys, control or malformed
+        if trusted and budget > 0:
+            self._frames_taken += budget  # all read: the count was exact
         if frame is not None and self._after_read is not None:
             self._after_read()
 
@@ -501,6 +514,7 @@ class Subscription:
                 frame = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            self._frames_taken += 1
             if frame.startswith(_PROBE_FRAME_PREFIX):
                 self.settled = True
             else:
@@ -570,9 +584,8 @@ class Publisher:
         self._send = bus._socket.send
         self._time_source = bus._time_source
         self._pack = msgpack.Packer(use_bin_type=True).pack
-        # topic -> [frame prefix bytes, next seq, body keys already checked to be str,
-        #           the bus-fed subscriptions that want the topic, whether all of those are
-        #           known to be pending already (then publish need not mark them again)]
+        # topic -> [frame prefix bytes, next seq, body keys already checked to be str]; the
+        # bus-fed subscriptions that want the topic hold the same list in their _feeds.
         self._topics: dict[str, list] = {}
 
     @property
@@ -590,8 +603,8 @@ class Publisher:
 
     def _add_topic(self, topic: str) -> list:
         prefix = validate_topic(topic).encode() + _SEP
-        entry = self._topics[topic] = [prefix, 0, set(), self._bus._subscribers_of(prefix), False]
-        for subscription in entry[3]:
+        entry = self._topics[topic] = [prefix, 0, set()]
+        for subscription in self._bus._subscribers_of(prefix):
             subscription._feeds.append(entry)
         return entry
 
@@ -618,11 +631,6 @@ class Publisher:
                 raise RuntimeError(f"publish on closed bus {self._bus.name!r}") from None
             raise
         entry[1] = seq + 1
-        if not entry[4]:
-            # Reset by a subscription when it finds its socket empty; most publishes skip this.
-            for subscription in entry[3]:
-                subscription._pending = True
-            entry[4] = True
         return seq
 
 
@@ -731,8 +739,8 @@ class Bus:
         for publisher in self._publishers.values():
             for entry in publisher._topics.values():
                 if subscription._wants(entry[0]):
-                    entry[3].append(subscription)  # it starts pending: entry[4] stays true
                     subscription._feeds.append(entry)
+                    subscription._frames_taken += entry[1]  # sent before it joined: never arrive
         return subscription
 
     def _subscribers_of(self, frame_prefix: bytes) -> list[Subscription]:
@@ -770,6 +778,8 @@ class Bus:
                 raise RuntimeError(f"bus {self.name!r}: subscriptions never settled after {rounds} probe rounds: {names}")
             self._socket.send(_PROBE_FRAME_PREFIX + msgpack.packb(self._probes_sent))
             self._probes_sent += 1
+            for subscription in self._subscriptions.values():
+                subscription._frames_taken -= 1  # every subscription takes the probe prefix
             timeout_ms = min(rounds, poll_ms)  # first round costs nothing in-process
             rounds += 1
             waiting = [s for s in waiting if not s._wait_for_probe(timeout_ms)]

@@ -523,3 +523,59 @@ def test_skip_shortcut_with_subscriptions_that_drain_at_different_times():
             assert sub.dropped_total == 0 and sub.malformed == 0
         assert seen["early"] == seen["wide"] == list(range(12))
         assert seen["late"] == list(range(5, 12))
+
+
+_FILTERS = (["tlm.a"], ["tlm."], [""], ["tlm.b", "rsp."])
+_PUBLISHED_TOPICS = ("tlm.a", "tlm.b", "rsp.x", "evt.y")
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.one_of(
+    st.tuples(st.just("publish"), st.sampled_from("pq"), st.sampled_from(_PUBLISHED_TOPICS), st.integers(1, 5)),
+    st.tuples(st.just("drain"), st.integers(0, 5), st.one_of(st.none(), st.integers(0, 4))),
+    st.tuples(st.just("subscribe"), st.integers(0, len(_FILTERS) - 1)),
+    st.just(("settle",)),
+), max_size=40))
+def test_each_drain_takes_exactly_the_frames_waiting(ops):
+    """Against a model of each subscription's queue (messages it wants, in publish order, and the
+    settle probes, which use up a frame of a drain's budget): with no overflow, every drain returns
+    exactly the oldest waiting messages, never later, never twice, whoever published what and
+    whenever a subscription joined."""
+    with Bus(lambda: 7, name="model") as bus:
+        subs: list = []
+        queues: list[list] = []
+
+        def join(filters):
+            subscription = bus.subscribe(filters, name=f"s{len(subs)}")
+            for queue in queues:  # the new one's probe reaches every subscription
+                queue.append(None)
+            subs.append(subscription)
+            queues.append([])
+            assert bus.settle() == 1
+
+        join(_FILTERS[0])
+        for op in ops:
+            if op[0] == "publish":
+                _, source, topic, count = op
+                for _ in range(count):
+                    seq = bus.publisher(source).publish(topic, {"n": 1})
+                    for subscription, queue in zip(subs, queues):
+                        if subscription._wants(topic.encode() + b"\x00"):
+                            queue.append((topic, source, seq))
+            elif op[0] == "drain":
+                _, index, budget = op
+                if index >= len(subs):
+                    continue
+                queue = queues[index]
+                taken = len(queue) if budget is None else min(budget, len(queue))
+                expected = [item for item in queue[:taken] if item is not None]
+                del queue[:taken]
+                got = [(m.topic, m.source, m.seq) for m in subs[index].drain(budget)]
+                assert got == expected
+            elif op[0] == "subscribe":
+                join(_FILTERS[op[1]])
+            else:
+                assert bus.settle() == 0  # all settled already: no probe sent
+        for subscription, queue in zip(subs, queues):
+            assert [(m.topic, m.source, m.seq) for m in subscription.drain()] == [i for i in queue if i is not None]
+            assert subscription.drain() == [] and subscription.dropped_total == 0
