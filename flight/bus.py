@@ -282,11 +282,12 @@ class Subscription:
         for topic_filter in filters:
             socket.setsockopt(zmq.SUBSCRIBE, topic_filter)
         socket.setsockopt(zmq.SUBSCRIBE, _PROBE_FRAME_PREFIX)
-        # Per stream, by topic bytes then source: [next expected seq, body keys already checked
-        # to be str, topic]. On a local bus the baseline is the publishers' counters at subscribe
-        # time, so even the first message of a stream can be counted as dropped; for a remote
-        # peer (None) the first message seen sets the baseline.
-        self._streams: dict[bytes, dict[str, list]] = {}
+        # Per topic bytes: [{source: stream}, whether other subscriptions of the bus want the topic
+        # too]; a stream is [next expected seq, body keys already checked to be str, topic]. On a
+        # local bus the baseline is the publishers' counters at subscribe time, so even the first
+        # message of a stream can be counted as dropped; for a remote peer (None) the first
+        # message seen sets the baseline.
+        self._streams: dict[bytes, list] = {}
         self._baseline = seq_baseline
         self._backlog: deque[bytes] = deque()  # user frames read while waiting for a probe
         self._topic_cache: dict[bytes, str] = {}
@@ -310,6 +311,10 @@ class Subscription:
         self._bus_fed = False
         self._feeds: list[list] = []  # the publishers' topic entries this subscription wants
         self._frames_taken = 0  # frames read, plus probes not sent to it (negative: owed)
+        # Set by the Bus: the last message decoded per topic by any of its subscriptions, and how
+        # many of its subscriptions want a topic (given ``topic + NUL``).
+        self._decoded: dict[bytes, Message] | None = None
+        self._fanout: Callable[[bytes], int] | None = None
 
     def _wants(self, frame_prefix: bytes) -> bool:
         """Whether a frame starting ``topic + NUL`` passes this subscription's filters."""
@@ -397,6 +402,7 @@ class Subscription:
         flags = zmq.NOBLOCK
         again = zmq.Again
         streams = self._streams
+        decoded = self._decoded
         latest = self._latest
         append = out.append
         unpackb = msgpack.unpackb
@@ -418,15 +424,30 @@ class Subscription:
                     trusted = None
                 break
             cut = frame.find(_SEP)
-            # Anything unexpected (unknown topic, bad msgpack, not 4 fields, unhashable or
-            # unknown source: a new stream) leaves stream None for the slow path. A frame
-            # without NUL (cut -1) or with an empty topic (cut 0) finds no stream: a known topic
-            # is valid UTF-8, so it never begins with 0x94, the byte a whole frame would need
-            # to parse as [seq, t_ns, source, body].
+            # A frame without NUL (cut -1) or with an empty topic (cut 0) finds no stream: a
+            # known topic is valid UTF-8, so it never begins with 0x94, the byte a whole frame
+            # would need to parse as [seq, t_ns, source, body].
+            key = frame[:cut]
+            topic_streams = streams.get(key)
+            if topic_streams is None:
+                self._accept(frame, out)  # a topic not seen yet, control or malformed
+                continue
+            if topic_streams[1]:
+                # Another subscription may have decoded these very bytes already (the frames of
+                # one publish are equal): take its message, whose body is then shared.
+                message = decoded.get(key)
+                if message is not None and message.raw == frame:
+                    stream = topic_streams[0].get(message.source)
+                    if stream is not None and stream[0] == message.seq:
+                        stream[0] += 1
+                        latest[stream[2]] = message
+                        append(message)
+                        continue
+            # Anything unexpected (bad msgpack, not 4 fields, unhashable or unknown source: a
+            # new stream) leaves stream None for the slow path.
             try:
-                sources = streams[frame[:cut]]
                 seq, t_ns, source, body = unpackb(frame[cut + 1 :], strict_map_key=False, ext_hook=_reject_ext)
-                stream = sources[source]
+                stream = topic_streams[0][source]
             except Exception:
                 stream = None
             # A known stream means source equals a str already validated (no other msgpack
@@ -448,6 +469,8 @@ class Subscription:
                 message.__class__ = message_class
                 latest[topic] = message
                 append(message)
+                if topic_streams[1]:
+                    decoded[key] = message
                 continue
             self._accept(frame, out)  # first of a stream, gap, new keys, control or malformed
         if trusted and budget > 0:
@@ -468,9 +491,12 @@ class Subscription:
             self._rejections.append(str(exc))
             return
         topic = message.topic
-        sources = self._streams.get(frame[: frame.find(_SEP)])
-        if sources is None:
-            sources = self._streams[topic.encode()] = {}
+        topic_streams = self._streams.get(frame[: frame.find(_SEP)])
+        if topic_streams is None:
+            key = topic.encode()
+            shared = self._fanout is not None and self._fanout(key + _SEP) > 1
+            topic_streams = self._streams[key] = [{}, shared]
+        sources = topic_streams[0]
         stream = sources.get(message.source)
         if stream is None:
             key = (message.source, topic)
@@ -678,6 +704,11 @@ class Bus:
         self.endpoints: list[str] = [self.endpoint]
         self._publishers: dict[str, Publisher] = {}
         self._subscriptions: dict[str, Subscription] = {}
+        # Per topic bytes, the last message one of the subscriptions decoded, for the others that
+        # want the same topic: each frame crosses ZeroMQ to every subscription, but one publish
+        # is decoded once. Bodies are therefore shared between subscriptions (read-only, as the
+        # frozen Message itself); one entry per topic bounds it.
+        self._decoded: dict[bytes, Message] = {}
         self._probes_sent = 0
 
     def bind(self, endpoint: str) -> str:
@@ -736,12 +767,21 @@ class Bus:
         self._sync_pipes()
         self._subscriptions[name] = subscription
         subscription._bus_fed = True
+        subscription._decoded = self._decoded
+        subscription._fanout = self._fanout
+        for other in self._subscriptions.values():
+            for key, topic_streams in other._streams.items():
+                if subscription._wants(key + _SEP):
+                    topic_streams[1] = True  # now wanted by two
         for publisher in self._publishers.values():
             for entry in publisher._topics.values():
                 if subscription._wants(entry[0]):
                     subscription._feeds.append(entry)
                     subscription._frames_taken += entry[1]  # sent before it joined: never arrive
         return subscription
+
+    def _fanout(self, frame_prefix: bytes) -> int:
+        return sum(1 for s in self._subscriptions.values() if s._bus_fed and not s.closed and s._wants(frame_prefix))
 
     def _subscribers_of(self, frame_prefix: bytes) -> list[Subscription]:
         return [s for s in self._subscriptions.values() if not s.closed and s._wants(frame_prefix)]

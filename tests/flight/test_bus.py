@@ -579,3 +579,26 @@ def test_each_drain_takes_exactly_the_frames_waiting(ops):
         for subscription, queue in zip(subs, queues):
             assert [(m.topic, m.source, m.seq) for m in subscription.drain()] == [i for i in queue if i is not None]
             assert subscription.drain() == [] and subscription.dropped_total == 0
+
+
+def test_subscriptions_sharing_a_topic_keep_their_own_accounting(bus):
+    """One publish is decoded once for all the subscriptions that want it; each still counts its
+    own drops and gets every message it has room for, in order."""
+    pub = bus.publisher("eps")
+    small = bus.subscribe(["tlm.eps"], hwm=5, name="small")
+    big = bus.subscribe(["tlm."], hwm=1000, name="big")
+    late = bus.subscribe(["tlm.eps"], policy="latest", name="late")
+    bus.settle()
+    for i in range(40):
+        pub.publish("tlm.eps", {"i": i, "nested": {"k": [i, i + 1]}})
+    got_big = big.drain()
+    got_small = small.drain()
+    got_late = late.drain()
+    assert [m.body["i"] for m in got_big] == list(range(40))
+    assert [m.body["i"] for m in got_late] == [39] and late.superseded == 39
+    assert [m.body["i"] for m in got_small] == list(range(len(got_small))) and len(got_small) < 40
+    assert {m.seq: m for m in got_big}[got_small[3].seq] == got_small[3]
+    pub.publish("tlm.eps", {"i": 40, "nested": {}})  # on empty queues: reveals the small one's gap
+    assert [m.body["i"] for s in (small, big, late) for m in s.drain()] == [40, 40, 40]
+    assert len(got_small) + 1 + small.dropped_total == 41
+    assert big.dropped_total == 0 and late.dropped_total == 0
