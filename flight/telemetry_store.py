@@ -29,12 +29,14 @@ def _table_name(topic: str) -> str:
 
 _SCALARS = (bool, int, float, str, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
+# json.dumps(value, sort_keys=True, default=str) builds this encoder anew at every call.
+_to_json = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
 def _column_value(value: Any) -> Any:
-    if type(value) in _SCALARS:
+    if type(value) in _SCALAR_TYPES:
         return value
-    return json.dumps(value, sort_keys=True, default=str)
+    return _to_json(value)
 
 
 class TelemetryStore:
@@ -87,11 +89,11 @@ class TelemetryStore:
             body = message.body
             entry = fast.get(message.topic)
             # The common case: a telemetry packet whose channels all have columns already.
-            if entry is not None and body.keys() <= entry[1]:
-                values = [body.get(c) for c in entry[0]]
-                if not _SCALAR_TYPES.issuperset(map(type, values)):
-                    values = [_column_value(v) for v in values]
-                entry[2].append((message.t_ns, message.seq, message.source, *values))
+            if entry is not None and entry[1].issuperset(body):
+                row = (message.t_ns, message.seq, message.source, *map(body.get, entry[0]))
+                if not _SCALAR_TYPES.issuperset(map(type, row)):
+                    row = tuple([_column_value(v) for v in row])
+                entry[2].append(row)
                 stored += 1
             else:
                 self._store(message)
@@ -107,10 +109,10 @@ class TelemetryStore:
         if kind == "evt":
             extra = {k: v for k, v in body.items() if k not in ("severity", "name", "text")}
             row = (m.t_ns, m.seq, m.source, body.get("severity"), body.get("name"), body.get("text"),
-                   json.dumps(extra, sort_keys=True, default=str) if extra else None)
+                   _to_json(extra) if extra else None)
             self._pending.setdefault("events", []).append(row)
         elif kind in ("cmd", "rsp"):
-            row = (m.t_ns, m.seq, m.source, m.topic, json.dumps(body, sort_keys=True, default=str))
+            row = (m.t_ns, m.seq, m.source, m.topic, _to_json(body))
             self._pending.setdefault("commands", []).append(row)
         else:
             table = self._tables.get(m.topic)
