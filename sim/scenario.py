@@ -133,7 +133,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # Task "assistant": a dialogue corpus (`python -m tools.dialogues corpus`), relative to the
         # scenario file; absent: `sunlit sim` writes one from the simulator into the run folder.
         "dialogues": Key(str),
-        "finetune_learning_rate": _num(2e-4, 0.0, 1.0, lo_exclusive=True),
+        "finetune_learning_rate": _num(5e-5, 0.0, 1.0, lo_exclusive=True),  # see flight/training/finetune.py
     },
     "power_manager": {
         # Energy kept above the DoD floor as a margin for sensor error and model mismatch.

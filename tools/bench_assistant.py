@@ -12,6 +12,11 @@ call), at a fixed torch thread count. Training: tokens per second of the fine-tu
 (every position of every row counts), measured now on a short run of the shipped configuration,
 and the loss curve of the run that built the shipped weights.
 
+On board: the training job's "assistant" task (flight/training/finetune.py) fine-tunes the shipped
+weights on a corpus it was not built from (other seed, 800 dialogues), ONBOARD_STEPS steps at the
+task's defaults; measured are its tokens per second, the held-out masked loss before and after,
+and the fine-tuned model's fact accuracy on the same held-out questions as the shipped model's.
+
 This is wiring: it reads the wall clock.
 """
 
@@ -32,6 +37,9 @@ from flight.assistant.service import MAX_ANSWER_TOKENS
 FULL_TIMES_PER_PRESET = 300   # 600 held-out times in all
 QUICK_TIMES_PER_PRESET = 10
 FULL_TRAIN_STEPS = 12         # a short run of the shipped configuration, for tokens/s
+ONBOARD_TIMES_PER_PRESET = 100  # x 4 questions x 2 presets: 800 dialogues for the onboard fine-tune
+ONBOARD_STEPS = 300
+ONBOARD_CORPUS_SEED = 1000    # not the shipped corpus's seed: dialogues the model has not seen
 LATENCY_THREADS = 1
 
 
@@ -83,11 +91,10 @@ def evaluate_model(times_per_preset: int = FULL_TIMES_PER_PRESET, path: str | os
                    generator: Any = None, num_threads: int = LATENCY_THREADS,
                    progress: Callable[[str], None] | None = None, items: Sequence[Any] | None = None) -> EvalReport:
     """Fact accuracy and latency of a model (default: the shipped one) on held-out dialogues."""
-    from flight.assistant.model import load_generator
     from tools.dialogues import dialogues
 
     if generator is None:
-        generator = load_generator(path)
+        generator = load_any_generator(path)
     if items is None:
         items = dialogues("eval", times_per_preset, 1)
     report = EvalReport(num_threads=num_threads)
@@ -121,15 +128,69 @@ def evaluate_model(times_per_preset: int = FULL_TIMES_PER_PRESET, path: str | os
     return report
 
 
+def load_any_generator(path: str | os.PathLike[str] | None = None) -> Any:
+    """A weights file's generator (default: the shipped one), or, for a checkpoint folder of an
+    assistant fine-tuning run, its newest verified checkpoint's."""
+    from flight.assistant.model import AssistantModelError, CheckpointAssistantModel, load_generator
+    from flight.checkpoint import CheckpointStore
+
+    if path is not None and Path(path).is_dir():
+        generator = CheckpointAssistantModel(CheckpointStore(Path(path)))()
+        if generator is None:
+            raise AssistantModelError(f"{path}: no verified checkpoint of the assistant fine-tuning task")
+        return generator
+    return load_generator(path)
+
+
+def measure_onboard_finetune(quick: bool = False, path: str | os.PathLike[str] | None = None,
+                             items: Sequence[Any] | None = None) -> dict[str, Any]:
+    """The onboard fine-tuning task from the given (default: shipped) weights; keys below."""
+    from flight.assistant.model import AssistantGptGenerator, load_weights
+    from flight.training.finetune import (BaseWeights, DialogueData, DialogueTrainer, FineTuneConfig,
+                                          assistant_model_from_state)
+    from tools.dialogues import corpus_text, dialogues
+
+    times, steps = (5, 3) if quick else (ONBOARD_TIMES_PER_PRESET, ONBOARD_STEPS)
+    base = BaseWeights.from_payload(load_weights(path))
+    corpus = corpus_text(dialogues("train", times, 4, seed=ONBOARD_CORPUS_SEED))
+    data = DialogueData.from_text(corpus, base.vocab, int(base.config["block_size"]))
+    config = FineTuneConfig()
+    threads_before = torch.get_num_threads()
+    try:
+        trainer = DialogueTrainer(config, base, data)
+        val_before = trainer.evaluate()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.step()
+        wall_s = time.perf_counter() - t0
+        val_after = trainer.evaluate()
+        model, tokenizer = assistant_model_from_state(trainer.state_dict())
+    finally:
+        torch.set_num_threads(threads_before)
+    report = evaluate_model(QUICK_TIMES_PER_PRESET if quick else FULL_TIMES_PER_PRESET,
+                            generator=AssistantGptGenerator(model, tokenizer), items=items)
+    return {
+        "assistant_onboard_tokens_per_s": trainer.tokens_trained / wall_s,
+        "assistant_onboard_val_loss": [val_before, val_after],
+        "assistant_onboard_fact_accuracy": report.accuracy,
+        "details": {"steps": steps, "dialogues": len(data.train) + len(data.val), "wall_s": wall_s,
+                    "tokens": trainer.tokens_trained, "config": asdict(config),
+                    "base_weights_sha256": base.weights_sha256, "weights_sha256": trainer.weights_sha256(),
+                    "by_intent": report.by_intent, "failures": report.failures[:20]},
+    }
+
+
 def measure_assistant(quick: bool = False, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The assistant's figures for ``sunlit bench`` (keys below), with their details."""
     from flight.assistant.model import AssistantModelError, load_weights
-    from tools.dialogues import QUICK_CONFIG, FineTuneConfig, fine_tune
+    from tools.dialogues import QUICK_CONFIG, FineTuneConfig, dialogues, fine_tune
 
     out: dict[str, Any] = {
         "assistant_fact_accuracy": None, "assistant_fact_accuracy_after_fallback": None,
         "assistant_answer_p50_ms": None, "assistant_answer_p99_ms": None,
         "assistant_train_tokens_per_s": None, "assistant_loss_curve": None,
+        "assistant_onboard_tokens_per_s": None, "assistant_onboard_val_loss": None,
+        "assistant_onboard_fact_accuracy": None,
     }
     details: dict[str, Any] = {"notes": []}
     try:
@@ -139,7 +200,8 @@ def measure_assistant(quick: bool = False, path: str | os.PathLike[str] | None =
         details["notes"].append(f"no assistant model: {exc}")
     if payload is not None:
         times = QUICK_TIMES_PER_PRESET if quick else FULL_TIMES_PER_PRESET
-        report = evaluate_model(times, path=path)
+        items = dialogues("eval", times, 1)
+        report = evaluate_model(times, path=path, items=items)
         out["assistant_fact_accuracy"] = report.accuracy
         out["assistant_fact_accuracy_after_fallback"] = report.accuracy_after_fallback
         out["assistant_answer_p50_ms"] = report.p50_ms
@@ -153,6 +215,9 @@ def measure_assistant(quick: bool = False, path: str | os.PathLike[str] | None =
                                                                   "corpus_examples", "command", "total_wall_s")})
         if not quick:
             out["assistant_loss_curve"] = [tuple(p) for p in meta.get("curve", [])]
+        onboard = measure_onboard_finetune(quick, path, items)
+        details["onboard_finetune"] = onboard.pop("details")
+        out.update(onboard)
     # Training throughput, measured now: the shipped configuration for a few steps (quick: a tiny model).
     if quick or payload is None:
         config = QUICK_CONFIG

@@ -579,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--steps", type=int, default=None)
     train.add_argument("--quick", action="store_true", help="a tiny model for a few steps (smoke test)")
     evaluate = sub.add_parser("eval", help="fact accuracy and latency of a weights file on held-out times")
-    evaluate.add_argument("--weights", type=Path, default=None, help="default: the shipped model")
+    evaluate.add_argument("--weights", type=Path, default=None,
+                          help="a weights file or the checkpoint folder of an assistant fine-tuning run "
+                               "(sunlit sim --train assistant); default: the shipped model")
     evaluate.add_argument("--times", type=int, default=300, help="held-out times per preset")
     args = parser.parse_args(argv)
 

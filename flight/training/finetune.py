@@ -38,7 +38,10 @@ VAL_EVERY = 10  # every tenth example of the corpus is held out for validation
 class FineTuneConfig:
     seed: int = 0
     batch_size: int = 16
-    learning_rate: float = 2e-4  # a tenth of the from-scratch rate: adjust the model, not relearn it
+    # A fortieth of the from-scratch rate: adjust the model, not relearn it. On 800 unseen dialogues,
+    # 300 steps from the shipped weights: 5e-5 took held-out accuracy 99.17 % -> 99.33 % (600
+    # questions); 2e-4 lowered it to 98.67 % (digits of long step counts dropped).
+    learning_rate: float = 5e-5
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     eval_batches: int = 4
@@ -136,6 +139,7 @@ class DialogueTrainer:
         count = min(len(data.val), config.eval_batches * config.batch_size)
         self._eval_rows = list(range(count))
         self.steps_done = 0
+        self.tokens_trained = 0  # positions run through the model by this object (a throughput figure, not state)
 
     @property
     def parameter_count(self) -> int:
@@ -154,6 +158,7 @@ class DialogueTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=False)
         self.optimizer.step()
         self.steps_done += 1
+        self.tokens_trained += inputs.numel()
         return loss.item()
 
     @torch.no_grad()

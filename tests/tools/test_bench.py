@@ -38,6 +38,8 @@ NULLABLE = ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk", "energy
 NEEDS_WEIGHTS = ("assistant_fact_accuracy", "assistant_fact_accuracy_after_fallback",
                  "assistant_answer_p50_ms", "assistant_answer_p99_ms")
 CURVES = ("assistant_loss_curve",)
+# The shipped weights fine-tuned by the onboard task: None exactly when the weights are not there.
+ONBOARD = ("assistant_onboard_tokens_per_s", "assistant_onboard_val_loss", "assistant_onboard_fact_accuracy")
 
 
 def positive(value) -> bool:
@@ -59,7 +61,7 @@ def quick(tmp_path_factory):
 def test_every_key_is_there_and_well_formed(quick):
     result, _ = quick
     assert set(FIGURE_KEYS) <= result.keys()
-    assert set(ALWAYS_MEASURED) | set(NULLABLE) | set(NEEDS_WEIGHTS) | set(CURVES) == set(FIGURE_KEYS)
+    assert set(ALWAYS_MEASURED) | set(NULLABLE) | set(NEEDS_WEIGHTS) | set(CURVES) | set(ONBOARD) == set(FIGURE_KEYS)
     for key in ALWAYS_MEASURED:
         assert positive(result[key]), (key, result[key])
     for key in ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk"):
@@ -71,8 +73,11 @@ def test_every_key_is_there_and_well_formed(quick):
             assert isinstance(result[key], float) and math.isfinite(result[key]), (key, result[key])
         assert 0.0 <= result["assistant_fact_accuracy"] <= result["assistant_fact_accuracy_after_fallback"] <= 1.0
         assert 0.0 < result["assistant_answer_p50_ms"] <= result["assistant_answer_p99_ms"]
+        assert positive(result["assistant_onboard_tokens_per_s"])
+        assert 0.0 <= result["assistant_onboard_fact_accuracy"] <= 1.0
+        assert len(result["assistant_onboard_val_loss"]) == 2 and all(map(positive, result["assistant_onboard_val_loss"]))
     else:
-        assert all(result[key] is None for key in NEEDS_WEIGHTS)
+        assert all(result[key] is None for key in NEEDS_WEIGHTS + ONBOARD)
         assert any("no such weights file" in note for note in result["notes"])
     curve = result["assistant_loss_curve"]  # [step, train loss, val loss] of a fine-tuning run
     assert curve and all(len(p) == 3 and all(math.isfinite(x) for x in p) for p in curve)
@@ -107,6 +112,9 @@ def test_the_runs_behind_the_figures_did_what_they_claim(quick):
         from tools.bench_assistant import QUICK_TIMES_PER_PRESET
 
         assert d["assistant"]["eval_times"] == 2 * QUICK_TIMES_PER_PRESET  # both presets
+        onboard = d["assistant"]["onboard_finetune"]
+        assert onboard["steps"] > 0 and onboard["tokens"] > 0
+        assert onboard["weights_sha256"] != onboard["base_weights_sha256"]  # it did train
 
 
 def test_machine_facts_and_timestamp(quick):
