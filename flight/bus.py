@@ -391,6 +391,8 @@ class Subscription:
 
     def _keep_latest(self, batch: list[Message]) -> list[Message]:
         last_index = {message.topic: i for i, message in enumerate(batch)}
+        if len(last_index) == len(batch):
+            return batch  # one message per topic (a drain per frame): nothing superseded
         self.superseded += len(batch) - len(last_index)
         return [batch[i] for i in sorted(last_index.values())]
 

@@ -92,7 +92,7 @@ class TelemetryStore:
             if entry is not None and entry[1].issuperset(body):
                 row = (message.t_ns, message.seq, message.source, *map(body.get, entry[0]))
                 if not _SCALAR_TYPES.issuperset(map(type, row)):
-                    row = tuple([_column_value(v) for v in row])
+                    row = tuple([v if type(v) in _SCALAR_TYPES else _to_json(v) for v in row])
                 entry[2].append(row)
                 stored += 1
             else:

@@ -14,6 +14,7 @@ class DeviceService:
         self.device = device
         self.name = device.name
         self._pub = bus.publisher(self.name)
+        self._topic = f"tlm.{self.name}"
         self.commands = CommandServer(bus, self.name, device.command_handlers())
 
     @property
@@ -32,7 +33,7 @@ class DeviceService:
         body = self.device.read()
         body["cmd_accepted"] = self.commands.accepted
         body["cmd_rejected"] = self.commands.rejected
-        self._pub.publish(f"tlm.{self.name}", body)
+        self._pub.publish(self._topic, body)
 
     def execute_commands(self, ctx: TickContext | None = None) -> None:
         self.commands.execute_commands(ctx)
