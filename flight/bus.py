@@ -604,17 +604,22 @@ def _check_hwm(label: str, hwm: object) -> int:
 
 
 class Publisher:
-    """Publishes as one source; seq numbers count per topic from 0. Get one from Bus.publisher."""
+    """Publishes as one source; seq numbers count per topic from 0. Get one from Bus.publisher.
+
+    ``publish(topic, body)`` sends ``body`` on ``topic``, stamped with the bus time and this
+    source, and returns its seq. It is a closure over the publisher's state, built once, rather
+    than a method: the bus's hottest call then loads no attributes (~0.1 us of ~1.6 us a message).
+    """
+
+    publish: Callable[[str, dict], int]
 
     def __init__(self, bus: Bus, source: str) -> None:
         self.source = _validate_source(source)
         self._bus = bus
-        self._send = bus._socket.send
-        self._time_source = bus._time_source
-        self._pack = msgpack.Packer(use_bin_type=True).pack
         # topic -> [frame prefix bytes, next seq, body keys already checked to be str]; the
         # bus-fed subscriptions that want the topic hold the same list in their _feeds.
         self._topics: dict[str, list] = {}
+        self.publish = self._publish_function()
 
     @property
     def messages_sent(self) -> int:
@@ -636,30 +641,37 @@ class Publisher:
             subscription._feeds.append(entry)
         return entry
 
-    def publish(self, topic: str, body: dict) -> int:
-        """Send ``body`` on ``topic``, stamped with the bus time and this source; return its seq."""
-        try:
-            entry = self._topics[topic]
-        except KeyError:
-            entry = self._add_topic(topic)
-        if type(body) is not dict or not entry[2].issuperset(body):
-            _learn_body_keys(topic, body, entry[2])  # raises unless every key is a str
-        t_ns = self._time_source()
-        if type(t_ns) is not int or t_ns < 0:
-            raise ValueError(f"bus time source returned {t_ns!r}; it must be an int >= 0 (ns)")
-        seq = entry[1]
-        try:
-            payload = self._pack([seq, t_ns, self.source, body])
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"body of {topic!r} is not msgpack-able: {exc}") from None
-        try:
-            self._send(entry[0] + payload)
-        except zmq.ZMQError:
-            if self._bus.closed:
-                raise RuntimeError(f"publish on closed bus {self._bus.name!r}") from None
-            raise
-        entry[1] = seq + 1
-        return seq
+    def _publish_function(self) -> Callable[[str, dict], int]:
+        topics, add_topic, source, bus = self._topics, self._add_topic, self.source, self._bus
+        time_source, send = bus._time_source, bus._socket.send
+        pack = msgpack.Packer(use_bin_type=True).pack
+
+        def publish(topic: str, body: dict) -> int:
+            """Send ``body`` on ``topic``, stamped with the bus time and this source; return its seq."""
+            try:
+                entry = topics[topic]
+            except KeyError:
+                entry = add_topic(topic)
+            if type(body) is not dict or not entry[2].issuperset(body):
+                _learn_body_keys(topic, body, entry[2])  # raises unless every key is a str
+            t_ns = time_source()
+            if type(t_ns) is not int or t_ns < 0:
+                raise ValueError(f"bus time source returned {t_ns!r}; it must be an int >= 0 (ns)")
+            seq = entry[1]
+            try:
+                payload = pack([seq, t_ns, source, body])
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise TypeError(f"body of {topic!r} is not msgpack-able: {exc}") from None
+            try:
+                send(entry[0] + payload)
+            except zmq.ZMQError:
+                if bus.closed:
+                    raise RuntimeError(f"publish on closed bus {bus.name!r}") from None
+                raise
+            entry[1] = seq + 1
+            return seq
+
+        return publish
 
 
 def _learn_body_keys(topic: str, body: object, known_keys: set) -> None:
