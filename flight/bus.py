@@ -15,6 +15,11 @@ counts gaps as drops per topic. Frames that do not decode are rejected with a re
 Slow joiners: ``Bus.settle`` publishes probes on a reserved control topic until every
 subscription has seen one. Probes are not delivered to users and use no user sequence numbers.
 
+In-process costs (SIL runs every message through here): a subscription fed only by its own Bus
+knows how many frames wait in its socket and reads exactly those; it trusts them (Publisher.publish
+checked them) where frames from a connected outside peer are checked in full; and one publish is
+decoded once for all the subscriptions that want it, so they share the message (read-only).
+
 A Bus, its publishers and its subscriptions belong to one thread (ZeroMQ sockets are not
 thread-safe); another thread or process gets its own socket through ``connect_subscription``.
 """
