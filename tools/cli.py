@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         options = StackOptions(scenario=args.scenario, out_dir=args.out, seed=args.seed, compute=args.compute,
                                speed=args.speed, duration_s=args.duration_s, host=args.host, port=args.port,
                                keys_dir=args.keys, insecure=args.insecure, ready_file=args.ready_file,
-                               assistant_model=args.assistant_model)
+                               assistant_model=args.assistant_model, train=args.train, dialogues=args.dialogues)
         run_stack(options)
     except (ScenarioError, ValueError, OSError) as exc:
         print(f"sunlit run: {exc}", file=sys.stderr)
@@ -192,6 +192,17 @@ def cmd_dict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_training_task_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", choices=("text", "assistant"), default=None,
+                        help="what the training job trains (default: the scenario's [training] task, text): "
+                             "the character-level GPT from its seed, or the assistant's GPT fine-tuned on "
+                             "telemetry dialogues (with --compute real the assistant then speaks with its "
+                             "newest verified checkpoint)")
+    parser.add_argument("--dialogues", type=Path, default=None, metavar="FILE",
+                        help="dialogue corpus for --train assistant (default: the scenario's, else one "
+                             "written from the simulator into the run folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sunlit", description="Onboard runtime and SIL simulator for AI payloads in orbit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -212,14 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a stored command sequence, checked, then loaded and started at the epoch (repeatable)")
     sim.add_argument("--assistant-model", default="auto", metavar="{auto,none,onboard,PATH}",
                      help=ASSISTANT_MODEL_HELP)
-    sim.add_argument("--train", choices=("text", "assistant"), default=None,
-                     help="what the training job trains (default: the scenario's [training] task, text): "
-                          "the character-level GPT from its seed, or the assistant's GPT fine-tuned on "
-                          "telemetry dialogues (with --compute real the assistant then speaks with its "
-                          "newest verified checkpoint)")
-    sim.add_argument("--dialogues", type=Path, default=None, metavar="FILE",
-                     help="dialogue corpus for --train assistant (default: the scenario's, else one "
-                          "written from the simulator into the run folder)")
+    _add_training_task_arguments(sim)
     sim.add_argument("--no-report", action="store_true", help="skip report.png")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
     sim.add_argument("--progress", action="store_true", help="progress bar even when stderr is not a terminal")
@@ -270,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--assistant-model", default="auto", metavar="{auto,none,onboard,PATH}",
                      help=ASSISTANT_MODEL_HELP + " (with the default modeled compute, auto means templates: "
                           "give onboard for the model's words)")
+    _add_training_task_arguments(run)
     run.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     run.add_argument("--port", type=int, default=5555, help="command port; telemetry on port + 1 (0: any free ports)")
     run.add_argument("--keys", type=Path, default=None, metavar="DIR",

@@ -70,8 +70,7 @@ def run_simulation(scenario: str | Path | Scenario = "starcloud1", *, orbits: fl
     assistant_model = resolve_assistant_model(assistant_model, compute)
     assistant_model_source(assistant_model, compute)  # a bad choice fails before anything is written
     out = Path(out_dir) if out_dir is not None else default_out_dir(scenario, seed)
-    if scenario.training["task"] == "assistant" and scenario.training["dialogues"] is None:
-        scenario = with_training_task(scenario, "assistant", write_dialogue_corpus(out / "dialogues.txt", seed))
+    scenario = with_dialogue_corpus(scenario, out, seed)
     wall_start = time.perf_counter()
     from flight.downlink import LoopbackTransport
     from tools.ground_archive import GroundArchive
@@ -132,6 +131,13 @@ def with_training_task(scenario: Scenario, task: str | None, dialogues: Path | N
     if training["task"] == "assistant" and training["dataset"] is not None:
         raise ScenarioError("the assistant training task trains on dialogues, not on the scenario's dataset")
     return dataclasses.replace(scenario, training=training)
+
+
+def with_dialogue_corpus(scenario: Scenario, out_dir: Path, seed: int) -> Scenario:
+    """An assistant-task scenario without a corpus gets one from the simulator, in ``out_dir``."""
+    if scenario.training["task"] != "assistant" or scenario.training["dialogues"] is not None:
+        return scenario
+    return with_training_task(scenario, "assistant", write_dialogue_corpus(out_dir / "dialogues.txt", seed))
 
 
 def write_dialogue_corpus(path: Path, seed: int) -> Path:

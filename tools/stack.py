@@ -47,6 +47,8 @@ class StackOptions:
     insecure: bool = False
     ready_file: Path | None = None
     assistant_model: str = "auto"      # auto | none | onboard | a path (tools.cli.ASSISTANT_MODEL_HELP)
+    train: str | None = None           # the training task (text | assistant); None: the scenario's
+    dialogues: Path | None = None      # the assistant task's corpus; None: the scenario's, else written
 
     def __post_init__(self) -> None:
         if not (self.speed > 0):
@@ -66,13 +68,15 @@ class Stack:
 
     def __init__(self, options: StackOptions) -> None:
         from sim.sil import assistant_model_source
-        from tools.run_sim import default_out_dir, resolve_assistant_model
+        from tools.run_sim import default_out_dir, resolve_assistant_model, with_dialogue_corpus, with_training_task
 
         self.options = options
         scenario = options.scenario if isinstance(options.scenario, Scenario) else load_scenario(options.scenario)
+        scenario = with_training_task(scenario, options.train, options.dialogues)
         self.assistant_model = resolve_assistant_model(options.assistant_model, options.compute)
         assistant_model_source(self.assistant_model, options.compute)  # a bad choice fails before any socket
         self.out_dir = Path(options.out_dir) if options.out_dir is not None else default_out_dir(scenario, options.seed)
+        scenario = with_dialogue_corpus(scenario, self.out_dir, options.seed)
         self.context = zmq.Context()
         self.keys_dir = None if options.insecure else self._prepare_keys()
         # The store-and-forward downlink: the ground archive (`sunlit ground`) connects a DEALER.
@@ -239,10 +243,19 @@ def banner(stack: Stack) -> str:
 def _assistant_model_text(stack: Stack) -> str:
     if stack.sil.assistant_source is None:
         return "templates (--assistant-model onboard for the model's words)"
-    loader = stack.sil.assistant_source
-    what = ("the shipped onboard model" if loader.path is None
-            else f"Hugging Face model {loader.path}" if loader.kind == "hf" else f"weights {loader.path}")
-    return f"{what}, loaded at the first question; answers on GPU time the power manager grants"
+    return f"{_model_source_text(stack.sil.assistant_source)}; answers on GPU time the power manager grants"
+
+
+def _model_source_text(source: Any) -> str:
+    from flight.assistant.model import CheckpointAssistantModel
+
+    if isinstance(source, CheckpointAssistantModel):
+        fallback = getattr(source.fallback, "kind", None) and _model_source_text(source.fallback)
+        return (f"the newest verified checkpoint fine-tuned on board in {source.store.directory}"
+                + (f", until there is one {fallback}" if fallback else ""))
+    what = ("the shipped onboard model" if source.path is None
+            else f"Hugging Face model {source.path}" if source.kind == "hf" else f"weights {source.path}")
+    return f"{what}, loaded at the first question"
 
 
 def _client_names(stack: Stack) -> list[str]:

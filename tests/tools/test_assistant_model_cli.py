@@ -50,6 +50,23 @@ def test_the_flags_parse(tiny_weights):
     assert parser.parse_args(["ask", "Q", "--assistant-model", str(tiny_weights)]).assistant_model == str(tiny_weights)
     with pytest.raises(SystemExit):
         parser.parse_args(["ask", "Q", "--template", "--assistant-model", "onboard"])
+    for command in ("sim", "run"):
+        assert parser.parse_args([command]).train is None  # the scenario's task
+        args = parser.parse_args([command, "--train", "assistant", "--dialogues", "d.txt"])
+        assert (args.train, str(args.dialogues)) == ("assistant", "d.txt")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--train", "vision"])
+
+
+def test_the_stack_says_which_model_speaks(tmp_path):
+    from flight.assistant.model import CheckpointAssistantModel
+    from flight.checkpoint import CheckpointStore
+    from sim.sil import AssistantModelLoader
+    from tools.stack import _model_source_text
+
+    source = CheckpointAssistantModel(CheckpointStore(tmp_path), fallback=AssistantModelLoader("onboard"))
+    text = _model_source_text(source)
+    assert f"fine-tuned on board in {tmp_path}" in text and "until there is one the shipped onboard model" in text
 
 
 def test_sim_refuses_an_unknown_model_before_writing_anything(tmp_path, capsys):
