@@ -61,7 +61,7 @@ from flight.compute import ComputeDevice
 from flight.events import EventReporter
 from flight.rate_group import TickContext
 from flight.training.dataset import PreparedDataset, load_prepared
-from flight.training.finetune import BaseWeights, DialogueData, DialogueTrainer, FineTuneConfig
+from flight.training.finetune import BaseWeights, DialogueData, DialogueTrainer, DialogueTrainerConfig
 from flight.training.trainer import Trainer, TrainerConfig
 
 COMPUTE_MODES = ("real", "modeled")
@@ -92,7 +92,7 @@ class TrainingJobConfig:
     task: str = "text"
     dialogues: str | None = None  # task "assistant": the dialogue corpus (a text file)
     base_weights: str | None = None  # task "assistant": the weights to start from; None: the shipped ones
-    finetune: FineTuneConfig = FineTuneConfig()
+    finetune: DialogueTrainerConfig = DialogueTrainerConfig()
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -52,7 +52,7 @@ from flight.schedule_table import default_sil_table
 from flight.telemetry_store import TelemetryStore
 from flight.training.dataset import load_prepared
 from flight.training.dialogue import vocabulary
-from flight.training.finetune import FineTuneConfig
+from flight.training.finetune import DialogueTrainerConfig
 from flight.training.trainer import TrainerConfig
 from flight.training_job import TrainingJob, TrainingJobConfig
 from hal.service import DeviceService
@@ -155,8 +155,8 @@ def training_job_config(scenario: Scenario, seed: int, compute: str,
         eval_interval_steps=t["eval_interval_steps"], dataset=t["dataset"], trainer=trainer,
         task=t["task"], dialogues=t["dialogues"],
         base_weights=str(base_weights) if base_weights is not None else None,
-        finetune=FineTuneConfig(seed=seed, batch_size=t["batch_size"], learning_rate=t["finetune_learning_rate"],
-                                num_threads=t["num_threads"]),
+        finetune=DialogueTrainerConfig(seed=seed, batch_size=t["batch_size"],
+                                       learning_rate=t["finetune_learning_rate"], num_threads=t["num_threads"]),
     )
 
 

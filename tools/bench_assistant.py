@@ -146,7 +146,7 @@ def measure_onboard_finetune(quick: bool = False, path: str | os.PathLike[str] |
                              items: Sequence[Any] | None = None) -> dict[str, Any]:
     """The onboard fine-tuning task from the given (default: shipped) weights; keys below."""
     from flight.assistant.model import AssistantGptGenerator, load_weights
-    from flight.training.finetune import (BaseWeights, DialogueData, DialogueTrainer, FineTuneConfig,
+    from flight.training.finetune import (BaseWeights, DialogueData, DialogueTrainer, DialogueTrainerConfig,
                                           assistant_model_from_state)
     from tools.dialogues import corpus_text, dialogues
 
@@ -154,7 +154,7 @@ def measure_onboard_finetune(quick: bool = False, path: str | os.PathLike[str] |
     base = BaseWeights.from_payload(load_weights(path))
     corpus = corpus_text(dialogues("train", times, 4, seed=ONBOARD_CORPUS_SEED))
     data = DialogueData.from_text(corpus, base.vocab, int(base.config["block_size"]))
-    config = FineTuneConfig()
+    config = DialogueTrainerConfig()
     threads_before = torch.get_num_threads()
     try:
         trainer = DialogueTrainer(config, base, data)

@@ -35,7 +35,7 @@ VAL_EVERY = 10  # every tenth example of the corpus is held out for validation
 
 
 @dataclass(frozen=True)
-class FineTuneConfig:
+class DialogueTrainerConfig:
     seed: int = 0
     batch_size: int = 16
     # A fortieth of the from-scratch rate: adjust the model, not relearn it. On 800 unseen dialogues,
@@ -50,11 +50,11 @@ class FineTuneConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batches", "num_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"FineTuneConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"DialogueTrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
-            raise ValueError(f"FineTuneConfig.learning_rate must be > 0, got {self.learning_rate}")
+            raise ValueError(f"DialogueTrainerConfig.learning_rate must be > 0, got {self.learning_rate}")
         if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("FineTuneConfig.weight_decay and grad_clip must be >= 0")
+            raise ValueError("DialogueTrainerConfig.weight_decay and grad_clip must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class DialogueTrainer:
 
     task = TASK
 
-    def __init__(self, config: FineTuneConfig, base: BaseWeights, data: DialogueData) -> None:
+    def __init__(self, config: DialogueTrainerConfig, base: BaseWeights, data: DialogueData) -> None:
         configure_determinism(config.num_threads)
         if data.tokenizer.vocab != base.vocab:
             raise ValueError("the dialogue rows were encoded for another vocabulary than the base weights'")

@@ -11,12 +11,12 @@ import torch
 from flight.assistant.model import CheckpointAssistantModel, load_weights
 from flight.checkpoint import CheckpointStore
 from flight.training.dialogue import DialogueCorpusError, masked_batch, parse_corpus, vocabulary
-from flight.training.finetune import (BaseWeights, DialogueData, DialogueTrainer, FineTuneConfig,
+from flight.training.finetune import (BaseWeights, DialogueData, DialogueTrainer, DialogueTrainerConfig,
                                       assistant_model_from_state, model_from_checkpoint_state)
 from flight.training.trainer import Trainer, TrainerConfig
 from tests.conftest import TINY_ASSISTANT, tiny_dialogue_corpus
 
-CONFIG = FineTuneConfig(seed=3, batch_size=8, learning_rate=3e-3, eval_batches=1, num_threads=1)
+CONFIG = DialogueTrainerConfig(seed=3, batch_size=8, learning_rate=3e-3, eval_batches=1, num_threads=1)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from flight.rate_group import TickContext
 from flight.training.corpus import load_default_corpus
 from flight.training.dataset import DatasetError, prepare
 from flight.assistant.model import load_weights
-from flight.training.finetune import FineTuneConfig
+from flight.training.finetune import DialogueTrainerConfig
 from flight.training.trainer import TrainerConfig
 from flight.training_job import TrainingJob, TrainingJobConfig, TrainingTaskError
 from sim.scenario import ScenarioError
@@ -399,7 +399,7 @@ def test_a_bad_dataset_stops_the_job_at_construction(tmp_path):
 
 def assistant_rig(tmp_path, name, weights, dialogues, **overrides):
     return Rig(tmp_path, name, task="assistant", dialogues=str(dialogues), base_weights=str(weights),
-               finetune=FineTuneConfig(seed=2, batch_size=4, num_threads=1), **overrides)
+               finetune=DialogueTrainerConfig(seed=2, batch_size=4, num_threads=1), **overrides)
 
 
 def test_the_assistant_task_fine_tunes_and_resumes_bit_identically(tmp_path, tiny_assistant_weights, tiny_dialogues):
