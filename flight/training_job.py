@@ -177,6 +177,8 @@ class TrainingJob:
         self._busy_work_ref_s = 0.0
         self._last_t_s: float | None = None
         self._in_saa = False
+        # (inputs, (step_time_s, mtbi_s, interval_s, interval_steps)): see _interval
+        self._interval_memo: tuple[tuple, tuple[float, float, float, int]] | None = None
         self.last_loss: float | None = None
         self.last_val_loss: float | None = None
         self.checkpoints_saved = 0
@@ -271,31 +273,47 @@ class TrainingJob:
 
     # -- the checkpoint interval ----------------------------------------------------------------
 
+    def _interval(self) -> tuple[float, float, float, int]:
+        """(step_time_s, mtbi_s, checkpoint_interval_s, checkpoint_interval_steps), computed (policy
+        validation included) once per change of their inputs: a tick reads them up to five times."""
+        key = (self.config, self._in_saa, self._busy_mission_s, self._busy_work_ref_s)
+        memo = self._interval_memo
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        config = self.config
+        if self._busy_work_ref_s <= 0.0:
+            step_time_s = config.step_time_s_at_tdp
+        else:
+            step_time_s = config.step_time_s_at_tdp * self._busy_mission_s / self._busy_work_ref_s
+        mtbi_s = checkpoint_policy.mtbi_s(config.interruptions_per_day, self._in_saa, config.saa_interruption_factor)
+        if config.checkpoint_interval == "fixed":
+            interval_s = config.checkpoint_interval_steps * step_time_s
+            interval_steps = config.checkpoint_interval_steps
+        else:
+            interval_s = checkpoint_policy.daly_interval_s(config.checkpoint_cost_s, mtbi_s)
+            interval_steps = checkpoint_policy.interval_steps(interval_s, step_time_s)
+        values = (step_time_s, mtbi_s, interval_s, interval_steps)
+        self._interval_memo = (key, values)
+        return values
+
     @property
     def step_time_s(self) -> float:
         """Mission seconds per training step, as measured (the declared TDP cost until then)."""
-        if self._busy_work_ref_s <= 0.0:
-            return self.config.step_time_s_at_tdp
-        return self.config.step_time_s_at_tdp * self._busy_mission_s / self._busy_work_ref_s
+        return self._interval()[0]
 
     @property
     def mtbi_s(self) -> float:
         """M: mean time between unpredictable interruptions at the current rate (SAA or not)."""
-        return checkpoint_policy.mtbi_s(self.config.interruptions_per_day, self._in_saa,
-                                        self.config.saa_interruption_factor)
+        return self._interval()[1]
 
     @property
     def checkpoint_interval_s(self) -> float:
         """The interval in mission seconds of training: Daly's optimum, or the fixed steps' worth."""
-        if self.config.checkpoint_interval == "fixed":
-            return self.config.checkpoint_interval_steps * self.step_time_s
-        return checkpoint_policy.daly_interval_s(self.config.checkpoint_cost_s, self.mtbi_s)
+        return self._interval()[2]
 
     @property
     def checkpoint_interval_steps(self) -> int:
-        if self.config.checkpoint_interval == "fixed":
-            return self.config.checkpoint_interval_steps
-        return checkpoint_policy.interval_steps(self.checkpoint_interval_s, self.step_time_s)
+        return self._interval()[3]
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -387,6 +405,7 @@ class TrainingJob:
                               lost_steps=0)
 
     def _publish(self) -> None:
+        step_time_s, mtbi_s, interval_s, interval_steps = self._interval()
         self._pub.publish("tlm.training", {
             "state": self.state,
             "task": self.config.task,
@@ -398,11 +417,11 @@ class TrainingJob:
             "checkpoints_rejected": self.checkpoints.rejected_count,
             "checkpoint_failures": self.checkpoint_failures,
             "checkpoint_policy": self.config.checkpoint_interval,
-            "checkpoint_interval_steps": self.checkpoint_interval_steps,
-            "checkpoint_interval_s": self.checkpoint_interval_s,
+            "checkpoint_interval_steps": interval_steps,
+            "checkpoint_interval_s": interval_s,
             "checkpoint_cost_s": self.config.checkpoint_cost_s,
-            "mtbi_s": self.mtbi_s,
-            "step_time_s": self.step_time_s,
+            "mtbi_s": mtbi_s,
+            "step_time_s": step_time_s,
             "resumes": self.resumes,
             "checkpoints_incompatible": self.incompatible_checkpoints,
             "preemptions": self.preemptions,

@@ -218,6 +218,26 @@ def test_the_interval_shortens_inside_the_saa(tmp_path):
     assert rig.saved_steps() == [8]
 
 
+def test_the_interval_read_each_frame_follows_its_inputs(tmp_path):
+    # The job computes the interval once per change of its inputs (SAA, measured step time): what
+    # it publishes and its properties always equal the policy's functions of the current inputs.
+    from flight import checkpoint_policy
+
+    rig = Rig(tmp_path, "yd-follow", compute="modeled", **YOUNG_DALY)
+    job, config = rig.job, rig.job.config
+    for k in range(30):
+        rig.frame(in_saa=k % 7 in (3, 4))
+        mtbi = checkpoint_policy.mtbi_s(config.interruptions_per_day, job._in_saa, config.saa_interruption_factor)
+        interval_s = checkpoint_policy.daly_interval_s(config.checkpoint_cost_s, mtbi)
+        step_time = (config.step_time_s_at_tdp if job._busy_work_ref_s <= 0.0
+                     else config.step_time_s_at_tdp * job._busy_mission_s / job._busy_work_ref_s)
+        expected = (step_time, mtbi, interval_s, checkpoint_policy.interval_steps(interval_s, step_time))
+        assert (job.step_time_s, job.mtbi_s, job.checkpoint_interval_s, job.checkpoint_interval_steps) == expected
+        tlm = rig.last_telemetry()
+        assert (tlm["step_time_s"], tlm["mtbi_s"], tlm["checkpoint_interval_s"],
+                tlm["checkpoint_interval_steps"]) == expected
+
+
 def test_the_fixed_interval_is_still_selectable(tmp_path):
     rig = Rig(tmp_path, "fixed", compute="modeled", checkpoint_interval_steps=5)
     for _ in range(12):
