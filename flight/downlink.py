@@ -316,6 +316,10 @@ class Downlink:
                 raise
             raise DownlinkStoreError(f"downlink store {self.path}: {type(exc).__name__}: {exc}") from exc
         self._db = db
+        # Frames queued but not inserted yet: they are inserted in one statement at the next commit
+        # or query (~7 us a tick less than an insert per tick). Until the commit they would be lost
+        # to a kill either way; they were never sent.
+        self._unwritten: list[tuple[int, int, str, int, int, bytes]] = []
         self.store_id: str = store_id
         self.boots = boots
         self._next_id = next_id
@@ -327,7 +331,14 @@ class Downlink:
             self._queued_frames[p] += frames
             self._queued_bytes[p] += int(size)
 
+    def _write_queued(self) -> None:
+        """Insert the frames queued since the last write (before any query of the queue table)."""
+        if self._unwritten:
+            self._db.executemany("INSERT INTO queue VALUES (?, ?, ?, ?, ?, ?)", self._unwritten)
+            self._unwritten = []
+
     def _commit(self) -> None:
+        self._write_queued()
         self._db.commit()
         self._dirty = False
 
@@ -395,7 +406,7 @@ class Downlink:
             queued_bytes[p] += size
         if not rows:
             return
-        self._db.executemany("INSERT INTO queue VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self._unwritten += rows
         self._next_id = next_id
         self._dirty = True
         if sum(queued_bytes) > self.config.max_queue_bytes:
@@ -415,6 +426,7 @@ class Downlink:
     def _evict(self, t_ns: int) -> None:
         """Delete the oldest frames of the lowest priority until the queue fits its bound."""
         excess = sum(self._queued_bytes) - self.config.max_queue_bytes
+        self._write_queued()
         self._keep_id_high_water()
         evicted_now = 0
         for p in reversed(PRIORITIES):
@@ -485,6 +497,7 @@ class Downlink:
         return None
 
     def _delete_acked(self, ids: list[int]) -> None:
+        self._write_queued()
         self._keep_id_high_water()
         unique = sorted(set(ids))
         acked = 0
@@ -576,6 +589,7 @@ class Downlink:
     def _send(self, t_ns: int) -> None:
         budget = self._allowance_bytes
         overhead = self._overhead
+        self._write_queued()
         db = self._db
         chosen: list[tuple[int, bytes, int, int]] = []  # (id, frame, priority, charged bytes)
         blocked = False  # the next frame in order does not fit the airtime left

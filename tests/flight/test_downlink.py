@@ -579,3 +579,56 @@ def test_sigkilled_onboard_process_loses_nothing_acknowledged(tmp_path):
     assert archive.frame_ids(meta["store_id"]) == list(range(1, meta["next_id"]))
     assert not archive.reject_rows()
     archive.close()
+
+
+def test_a_long_commit_interval_loses_nothing_on_close_and_only_unsent_frames_on_a_kill(tmp_path):
+    # Out of contact, queued frames are inserted and committed once per commit interval.
+    config = DownlinkConfig(telemetry_period_s=1e6, radio_max_age_s=1e6, commit_interval_s=60.0)
+    board = Onboard(tmp_path / "closed.db", LoopbackTransport(), config)
+    board.set_radio(False)
+    for k in range(30):
+        board.gen.publish("tlm.training", {"k": k})
+        board.tick()
+    queued = board.app.queued_frames
+    board.app.close()  # orderly: everything queued is in the file
+    rows = sqlite3.connect(tmp_path / "closed.db").execute("SELECT COUNT(*), SUM(size) FROM queue").fetchone()
+    assert rows[0] == queued == 32  # 30 generated + the radio sample + the first telemetry packet
+    board.kill()
+
+    board = Onboard(tmp_path / "killed.db", LoopbackTransport(), config)
+    board.set_radio(False)
+    for k in range(90):
+        board.gen.publish("tlm.training", {"k": k})
+        board.tick()
+    # The first tick committed, then tick 61: frames of ticks 62..90 are not in the file yet.
+    committed = sqlite3.connect(tmp_path / "killed.db").execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+    assert committed == board.app.queued_frames - 29
+    board.kill()
+    # A restart finds what was committed; ids go on from there, and nothing of it was ever sent.
+    transport = LoopbackTransport()
+    again = Onboard(tmp_path / "killed.db", transport, config, t_ns=200 * NS)
+    assert again.app.queued_frames == committed
+    again.set_radio(True)
+    for _ in range(20):
+        again.tick()
+    assert sorted(i for i, _ in sent_frames(transport))[:committed] == list(range(1, committed + 1))
+    again.app.close()
+    again.kill()
+
+
+def test_frames_queued_between_commits_go_down_in_a_pass(tmp_path):
+    # Frames held in memory for the next commit are written before the pass reads the queue.
+    config = DownlinkConfig(telemetry_period_s=1e6, radio_max_age_s=1e6, commit_interval_s=1e6)
+    transport = LoopbackTransport()
+    board = Onboard(tmp_path / "dl.db", transport, config)
+    board.set_radio(False)
+    for k in range(5):
+        board.gen.publish("evt.gen", {"k": k})
+        board.tick()
+    board.set_radio(True)
+    board.tick()
+    board.tick()
+    bodies = [decode_message(frame).body for _, frame in sent_frames(transport)]
+    assert [b["k"] for b in bodies if "k" in b] == [0, 1, 2, 3, 4]
+    board.app.close()
+    board.kill()
