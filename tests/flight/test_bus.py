@@ -602,3 +602,35 @@ def test_subscriptions_sharing_a_topic_keep_their_own_accounting(bus):
     assert [m.body["i"] for s in (small, big, late) for m in s.drain()] == [40, 40, 40]
     assert len(got_small) + 1 + small.dropped_total == 41
     assert big.dropped_total == 0 and late.dropped_total == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hwm=st.integers(1, 12),
+    ops=st.lists(st.one_of(st.tuples(st.sampled_from("ab"), st.integers(1, 40)), st.integers(0, 30)), max_size=30),
+)
+def test_the_pub_takes_in_reader_credit_exactly_when_a_sync_after_every_read_would(hwm, ops):
+    """A subscription lets the PUB take in its commands only after reads that crossed a multiple of
+    hwm + 1 (libzmq's credit point); what it receives and drops equals syncing after every read."""
+
+    def play(sync_every_read: bool) -> tuple[list[tuple[str, int]], dict[str, int]]:
+        clock = SteppedClock()
+        with Bus(clock.now_ns, name="credit") as bus:
+            pub = bus.publisher("p")
+            sub = bus.subscribe(["a", "b"], hwm=hwm)
+            if sync_every_read:
+                sub._credit_every = None
+            bus.settle()
+            got = []
+            for op in ops:
+                if isinstance(op, int):  # a drain of at most op frames (0: all waiting)
+                    got += [(m.topic, m.seq) for m in sub.drain(max_messages=op or None)]
+                else:
+                    topic, count = op
+                    for _ in range(count):
+                        pub.publish(topic, {})
+                        clock.advance(1)
+            got += [(m.topic, m.seq) for m in sub.drain()]
+            return got, dict(sub.dropped)
+
+    assert play(sync_every_read=False) == play(sync_every_read=True)
