@@ -668,7 +668,7 @@ class Publisher:
 
     def _publish_function(self) -> Callable[[str, dict], int]:
         topics, add_topic, source, bus = self._topics, self._add_topic, self.source, self._bus
-        time_source, send = bus._time_source, bus._socket.send
+        time_source, send = bus._time_source, _backend_send(bus._socket)
         pack = msgpack.Packer(use_bin_type=True).pack
 
         def publish(topic: str, body: dict) -> int:
@@ -697,6 +697,15 @@ class Publisher:
             return seq
 
         return publish
+
+
+def _backend_send(socket: zmq.Socket) -> Callable[..., Any]:
+    """``socket.send`` without pyzmq's Python layer, which only adds routing_id and group handling
+    (unused here) around the backend's send: ~0.35 us of a publish."""
+    for cls in type(socket).__mro__[1:]:
+        if cls.__module__.startswith("zmq.backend") and "send" in vars(cls):
+            return cls.send.__get__(socket)
+    return socket.send
 
 
 def _learn_body_keys(topic: str, body: object, known_keys: set) -> None:
