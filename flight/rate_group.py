@@ -384,10 +384,12 @@ class RateGroupDriver:
         if self._pending_groups is not None and tick % self.major_frame_ticks == 0:
             self._switch_table()
         self._running = True
+        # Groups of one period share the tick's context (frozen, so sharing is safe): one built a tick.
+        contexts: dict[int, TickContext] = {}
         try:
             for group in self.groups:
                 if group.spec.runs_on(tick):
-                    self._run_group(group, tick, t_ns)
+                    self._run_group(group, tick, t_ns, contexts)
         finally:
             self._running = False
         self.ticks = tick + 1
@@ -436,9 +438,11 @@ class RateGroupDriver:
             group.skipped_ticks += runs
             missed[group.name] = missed.get(group.name, 0) + runs
 
-    def _run_group(self, group: RateGroup, tick: int, t_ns: int) -> None:
+    def _run_group(self, group: RateGroup, tick: int, t_ns: int, contexts: dict[int, TickContext]) -> None:
         period_ns = self.base_period_ns * group.spec.divisor
-        context = TickContext(tick=tick, t_ns=t_ns, period_ns=period_ns)
+        context = contexts.get(period_ns)
+        if context is None:
+            context = contexts[period_ns] = TickContext(tick, t_ns, period_ns)
         timer = self._exec_timer
         start_ns = timer() if timer is not None else 0
         for index, member in enumerate(group.members):
