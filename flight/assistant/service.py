@@ -228,6 +228,11 @@ class Assistant:
         grants = body.get("grants")
         grant_s = float(grants.get(COMPONENT) or 0.0) if isinstance(grants, dict) else 0.0
         cap_w = float(body.get("cap_w") or 0.0)
+        if not self._queue and not self._busy and not self._demand_published:
+            # Nobody asked: nothing to take, finish, drop, set busy or publish (what the full pass below
+            # would conclude, ~2 us later); only the grant is kept, for a question in the next frame.
+            self._last_grant_s, self._last_cap_w = grant_s, cap_w
+            return
         # The shared GPU's pool holds the work of the step since the previous frame, whose
         # decision granted us _last_grant_s: take ours, at most what that grant paid for.
         fraction = self.config.performance.throughput_fraction(self._last_cap_w)
