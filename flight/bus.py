@@ -379,13 +379,14 @@ class Subscription:
         """Take what has arrived, without blocking; at most ``max_messages`` frames are read."""
         if max_messages is not None and max_messages < 0:
             raise ValueError(f"max_messages must be >= 0 or None, got {max_messages}")
-        out: list[Message] = []
-        budget = -1 if max_messages is None else max_messages
         # Frames waiting in a bus-fed socket; never below 0 unless miscounted, and then the socket
-        # is read until empty, which sets the count right again.
+        # is read until empty, which sets the count right again. Nothing waiting is the common case
+        # (a SIL tick drains ~14 command subscriptions that have nothing): answered first.
         waiting = sum(map(_next_seq_of, self._feeds)) - self._frames_taken if self._bus_fed else -1
         if waiting == 0 and not self._backlog:
             return []
+        out: list[Message] = []
+        budget = -1 if max_messages is None else max_messages
         try:
             while budget and self._backlog:
                 self._accept(self._backlog.popleft(), out)
