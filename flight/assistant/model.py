@@ -35,6 +35,8 @@ from flight.assistant.backends import OnboardGptGenerator
 from flight.atomic_file import write_atomic
 from flight.checkpoint import CheckpointInfo, CheckpointStore
 from flight.training.corpus import CharTokenizer
+from flight.training.finetune import TASK as FINETUNE_TASK
+from flight.training.finetune import assistant_model_from_state
 from flight.training.gpt import GPT, GptConfig
 from flight.training.trainer import tensors_sha256
 
@@ -228,10 +230,8 @@ class CheckpointAssistantModel:
         return self.fallback() if self.fallback is not None else None
 
     def _load(self) -> None:
-        from flight.training.finetune import TASK, assistant_model_from_state
-
         loaded = self.store.load_latest()
-        if loaded is None or loaded[0].get("task") != TASK:
+        if loaded is None or loaded[0].get("task") != FINETUNE_TASK:
             return
         state, info = loaded
         if self.checkpoint is not None and info.path == self.checkpoint.path:

@@ -27,7 +27,7 @@ from flight.training.corpus import CharTokenizer
 from flight.training.dialogue import (Example, Row, encode_rows, masked_batch, masked_loss, parse_corpus,
                                       use_fused_attention)
 from flight.training.gpt import GPT, GptConfig
-from flight.training.trainer import configure_determinism, derive_seed, make_adamw, tensors_sha256
+from flight.training.trainer import Trainer, configure_determinism, derive_seed, make_adamw, tensors_sha256
 
 TASK = "assistant"
 STATE_FORMAT_VERSION = 1
@@ -110,8 +110,6 @@ def model_from_checkpoint_state(state: Mapping[str, Any], text: str | None = Non
     state needs the text it was trained on (``text``; None: the packaged corpus) for its vocabulary."""
     if state.get("task") == TASK:
         return assistant_model_from_state(state)
-    from flight.training.trainer import Trainer
-
     trainer = Trainer.from_state_dict(dict(state), text)
     return trainer.model, trainer.tokenizer
 
