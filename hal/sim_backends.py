@@ -22,16 +22,27 @@ SOC_NOISE = 0.0001  # a coulomb-counting gauge: little white noise
 TEMP_NOISE_C = 0.1
 
 
+# Normal draws taken from a device's generator at once. Generator.standard_normal(n) yields the
+# very values of n single draws, in order, so the telemetry is the same; a single draw costs
+# ~0.7 us through numpy's call layer, one from the block ~0.05 us (10 draws a SIL tick).
+NOISE_BLOCK = 1024
+
+
 class _NoisySensor:
     def __init__(self, world: World, seed: int, device_index: int, noise: bool) -> None:
         self.world = world
         self._rng = np.random.default_rng([seed, device_index])
         self._noise = noise
+        self._normals = iter(())  # the rest of the current block; only _noisy draws from _rng
 
     def _noisy(self, value: float, sigma: float) -> float:
         if not self._noise:
             return float(value)
-        return float(value + sigma * self._rng.standard_normal())
+        z = next(self._normals, None)
+        if z is None:
+            self._normals = iter(self._rng.standard_normal(NOISE_BLOCK).tolist())
+            z = next(self._normals)
+        return float(value + sigma * z)
 
 
 class SimEps(_NoisySensor):

@@ -133,6 +133,22 @@ def test_telemetry_reads_the_plant(rig):
     assert start_in is not None and 0 <= start_in < 6000
 
 
+def test_sensor_noise_is_the_generators_single_draws_in_order_across_blocks():
+    import numpy as np
+
+    from hal.sim_backends import NOISE_BLOCK
+
+    world = World(load_scenario("starcloud1"))
+    thermal = SimThermal(world, seed=7)
+    reference = np.random.default_rng([7, 3])  # SimThermal is device 3
+    n_reads = NOISE_BLOCK // 3 + 5  # three draws a read: crosses a block boundary
+    for _ in range(n_reads):
+        body = thermal.read()
+        expected = [float(value + 0.1 * reference.standard_normal())
+                    for value in (world.thermal.die_temp_c, world.thermal.plate_temp_c, world.thermal.radiator_temp_c)]
+        assert [body["gpu_die_temp_c"], body["cold_plate_temp_c"], body["radiator_temp_c"]] == expected
+
+
 def test_accelerator_reports_work_only_when_booted_and_busy():
     world = World(load_scenario("starcloud1"))
     accel = SimAccelerator(world)
