@@ -106,17 +106,26 @@ class PowerManager:
         self.command_failures = 0
         self.gpu_on_cycles = 0
         self.input_errors = 0
+        # Per job topic: (demand_kind, demand_priority, demand_ref_s as published, the JobDemand
+        # built from them): a job publishes the same demand frame after frame, so it is built and
+        # validated once per change.
+        self._demand_of: dict[str, tuple[Any, Any, Any, JobDemand]] = {}
+        self._job_names = tuple((topic, topic.split(".", 1)[1]) for topic in config.job_topics)
+        # The last admission's inputs (demands, cap, frame, permitted kinds) and its grants by name:
+        # admission is a pure function of them, and they change far less often than every frame.
+        self._admitted: tuple[tuple, dict[str, float]] | None = None
 
     # -- the frame ------------------------------------------------------------------------------
 
     def run(self, ctx: TickContext) -> None:
         self._tlm.drain()
         self._check_responses()
-        eps, nav, gpu = (self._tlm.latest(t) for t in ("tlm.eps", "tlm.nav", "tlm.gpu"))
+        latest = self._tlm.latest
+        eps, nav, gpu = latest("tlm.eps"), latest("tlm.nav"), latest("tlm.gpu")
         if eps is None or nav is None or gpu is None:
             return  # not all inputs have arrived yet: command nothing
         frame_s = ctx.period_ns / 1e9
-        modes = self._tlm.latest("tlm.modes")
+        modes = latest("tlm.modes")
         mode = modes.body.get("mode") if modes is not None else "NOMINAL"
         permitted = PERMITTED_WORK.get(mode, ())
         try:
@@ -133,25 +142,47 @@ class PowerManager:
         elif decision.gpu_on and not wanted:
             decision = PowerDecision(False, 0.0, decision.payload_power_w, decision.spendable_wh,
                                      "no admissible payload demand")
-        grants = []
-        if decision.gpu_on:
-            grants = admit(wanted, cap_w=decision.cap_w, frame_s=frame_s,
-                           allowance_wh=decision.cap_w * frame_s / 3600.0, permitted_kinds=permitted,
-                           model=self.config.performance)
-        self.grants = {g.name: g.seconds for g in grants}
+        self.grants = self._admit(wanted, decision.cap_w, frame_s, permitted) if decision.gpu_on else {}
         self.decision = decision
         self._publish(decision, mode, frame_s)
         self._actuate(decision, gpu.body)
 
+    def _admit(self, wanted: list[JobDemand], cap_w: float, frame_s: float,
+               permitted: tuple[str, ...]) -> dict[str, float]:
+        """Grants by job name; the same dict again while the inputs are equal (never mutated: it
+        is only published, and replaced)."""
+        key = (tuple(wanted), cap_w, frame_s, permitted)
+        admitted = self._admitted
+        if admitted is not None and admitted[0] == key:
+            return admitted[1]
+        grants = admit(wanted, cap_w=cap_w, frame_s=frame_s, allowance_wh=cap_w * frame_s / 3600.0,
+                       permitted_kinds=permitted, model=self.config.performance)
+        by_name = {g.name: g.seconds for g in grants}
+        self._admitted = (key, by_name)
+        return by_name
+
     def _demands(self) -> list[JobDemand]:
         demands = []
-        for topic in self.config.job_topics:
-            message = self._tlm.latest(topic)
-            if message is None or message.body.get("demand_ref_s") is None:
+        latest = self._tlm.latest
+        cache = self._demand_of
+        for topic, name in self._job_names:
+            message = latest(topic)
+            if message is None:
                 continue
             body = message.body
-            demands.append(JobDemand(name=topic.split(".", 1)[1], kind=body["demand_kind"],
-                                     priority=int(body["demand_priority"]), work_ref_s=float(body["demand_ref_s"])))
+            ref = body.get("demand_ref_s")
+            if ref is None:
+                continue
+            kind, priority = body["demand_kind"], body["demand_priority"]
+            cached = cache.get(topic)
+            # Equal published values build an equal demand (int() and float() of equal numbers
+            # agree); a value that fails validation is never cached, so it fails every frame.
+            if cached is not None and cached[0] == kind and cached[1] == priority and cached[2] == ref:
+                demands.append(cached[3])
+                continue
+            demand = JobDemand(name=name, kind=kind, priority=int(priority), work_ref_s=float(ref))
+            cache[topic] = (kind, priority, ref, demand)
+            demands.append(demand)
         return demands
 
     def decide(self, eps: dict[str, Any], nav: dict[str, Any], gpu: dict[str, Any], dt_s: float) -> PowerDecision:
