@@ -108,3 +108,42 @@ def test_eclipse_decision_never_plans_below_the_floor(manager, soc, remaining_s,
     boot_wh = 0.0 if state == "busy" else 80 * 30 / 3600 / 0.95
     energy_end = soc * CAPACITY_WH - (d.cap_w * 1.0 / 3600 + bus_w * remaining_s / 3600) / 0.95 - boot_wh
     assert energy_end >= (1 - 0.30) * CAPACITY_WH
+
+
+def test_grants_follow_each_change_of_the_published_demands():
+    """Demands and admissions are reused while the published values repeat: a change must show."""
+    from flight.rate_group import TickContext
+
+    bus = Bus(lambda: 0, name="pm-demands")
+    try:
+        pm = PowerManager(bus, CONFIG)
+        ground = bus.publisher("ground")
+        bus.settle()
+        ctx = TickContext(tick=0, t_ns=0, period_ns=10**9)
+
+        def frame(training_ref_s, inference_ref_s, inference_priority=1):
+            ground.publish("tlm.eps", eps(1.0, solar_w=1300.0))
+            ground.publish("tlm.nav", nav(False, 3000.0, 5000.0))
+            ground.publish("tlm.gpu", gpu())
+            ground.publish("tlm.training", {"demand_kind": "training", "demand_priority": 10,
+                                            "demand_ref_s": training_ref_s})
+            ground.publish("tlm.inference", {"demand_kind": "inference", "demand_priority": inference_priority,
+                                             "demand_ref_s": inference_ref_s})
+            pm.run(ctx)
+            return pm.grants
+
+        assert frame(float("inf"), 0.0) == {"training": 1.0}
+        assert frame(float("inf"), 0.0) == {"training": 1.0}
+        with_inference = frame(float("inf"), 0.1)
+        assert set(with_inference) == {"inference", "training"} and 0.0 < with_inference["inference"] < 1.0
+        assert frame(float("inf"), 0.1) == with_inference
+        assert frame(float("inf"), 0.1, inference_priority=20)["training"] == 1.0  # training now first
+        assert frame(float("inf"), 0.0) == {"training": 1.0}
+        assert frame(0.0, 0.0) == {} and not pm.decision.gpu_on  # nothing wanted: GPU off
+        errors = pm.input_errors
+        frame(float("nan"), 0.0)  # refused every frame it is published, never cached
+        frame(float("nan"), 0.0)
+        assert pm.input_errors == errors + 2 and not pm.decision.gpu_on
+        assert frame(float("inf"), 0.0) == {"training": 1.0}
+    finally:
+        bus.close()
