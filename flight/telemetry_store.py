@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 import sqlite3
 from pathlib import Path
@@ -78,8 +79,9 @@ class TelemetryStore:
         self._columns: dict[str, list[str]] = {}
         self._known_keys: dict[str, frozenset[str]] = {}
         self._tables: dict[str, str] = {}  # topic -> table
-        # topic -> (columns, known keys, pending rows): the hot path's view of the same state
-        self._fast: dict[str, tuple[list[str], frozenset[str], list[tuple]]] = {}
+        # topic -> (columns, known keys, pending rows, getter of all the columns' values, the number
+        # of columns it gets): the hot path's view of the same state
+        self._fast: dict[str, tuple[list[str], frozenset[str], list[tuple], Callable | None, int]] = {}
         self._pending: dict[str, list[tuple]] = {}
         self._flush_every_ticks = flush_every_ticks
         self._ticks_since_flush = 0
@@ -103,10 +105,22 @@ class TelemetryStore:
             entry = fast.get(message.topic)
             # The common case: a telemetry packet whose channels all have columns already.
             if entry is not None and entry[1].issuperset(body):
-                row = (message.t_ns, message.seq, message.source, *map(body.get, entry[0]))
-                if not _SCALAR_TYPES.issuperset(map(type, row)):
-                    row = tuple([v if type(v) in _SCALAR_TYPES else _to_json(v) for v in row])
-                entry[2].append(row)
+                columns = entry[0]
+                values = None
+                # Every column present (the usual packet): one C call gets them. A body short of a
+                # column (or holding a reserved name instead) raises KeyError and takes the general
+                # way; so does a column list grown since the getter was built (another topic of the
+                # same table).
+                if len(body) == entry[4] == len(columns):
+                    try:
+                        values = entry[3](body)
+                    except KeyError:
+                        pass
+                if values is None:
+                    values = tuple(map(body.get, columns))
+                if not _SCALAR_TYPES.issuperset(map(type, values)):
+                    values = tuple([v if type(v) in _SCALAR_TYPES else _to_json(v) for v in values])
+                entry[2].append((message.t_ns, message.seq, message.source) + values)
                 stored += 1
             else:
                 self._store(message)
@@ -138,7 +152,10 @@ class TelemetryStore:
             if not _SCALAR_TYPES.issuperset(map(type, values)):
                 values = [_column_value(v) for v in values]
             self._pending[table].append((m.t_ns, m.seq, m.source, *values))
-            self._fast[m.topic] = (columns, self._known_keys[table], self._pending[table])
+            # itemgetter of two or more keys returns a tuple (of one, the bare value): none then.
+            getter = operator.itemgetter(*columns) if len(columns) >= 2 else None
+            self._fast[m.topic] = (columns, self._known_keys[table], self._pending[table], getter,
+                                   len(columns) if getter is not None else -1)
 
     def _ensure_table(self, table: str, body: dict[str, Any]) -> list[str]:
         columns = self._columns.get(table)

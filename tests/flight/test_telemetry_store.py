@@ -38,3 +38,41 @@ def test_every_message_is_stored_and_flushed_at_close(tmp_path):
     events = db.execute("SELECT name, text, fields FROM events ORDER BY t_ns").fetchall()
     assert events == [("TICK", f"tick {k}", json.dumps({"k": k})) for k in range(10)]
     assert store.messages_stored == 20
+
+
+def test_rows_hold_each_channel_in_its_column_whatever_the_body_holds(tmp_path):
+    """The hot path takes all the columns in one call when a body has exactly them: bodies short of
+    a column, holding a reserved name, of one column, or of a table another topic grew, still get
+    every value in its column (None where absent)."""
+    t_ns = [0]
+    bus = Bus(lambda: t_ns[0], name="store-rows")
+    pub = bus.publisher("gen")
+    store = TelemetryStore(bus, tmp_path / "t.db", flush_every_ticks=1000)
+    bus.settle()
+    bodies = [
+        ("tlm.a", {"x": 1.0, "y": 2.0, "z": "s"}),
+        ("tlm.a", {"x": 3.0, "y": 4.0, "z": "t"}),  # the usual packet: every column
+        ("tlm.a", {"z": "u", "x": 5.0, "y": [6]}),  # another key order, a non-scalar
+        ("tlm.a", {"x": 7.0, "y": 8.0}),  # short of a column
+        ("tlm.a", {"x": 9.0, "y": 10.0, "seq": 99}),  # a reserved name instead of z
+        ("tlm.one", {"v": 1}),
+        ("tlm.one", {"v": 2}),  # one column
+        ("tlm.a_b", {"p": 1, "q": 2}),
+        ("tlm.a-b", {"p": 3, "q": 4, "r": 5}),  # same table, grows it
+        ("tlm.a_b", {"p": 6, "q": 7}),  # its getter predates the new column
+        ("tlm.a_b", {"p": 8, "q": 9, "r": 10}),
+    ]
+    for k, (topic, body) in enumerate(bodies):
+        t_ns[0] = k
+        pub.publish(topic, body)
+        store.run()
+    store.close()
+    bus.close()
+    db = sqlite3.connect(tmp_path / "t.db")
+    assert db.execute("SELECT t_ns, x, y, z FROM tlm_a ORDER BY t_ns").fetchall() == [
+        (0, 1.0, 2.0, "s"), (1, 3.0, 4.0, "t"), (2, 5.0, "[6]", "u"), (3, 7.0, 8.0, None), (4, 9.0, 10.0, None)]
+    assert db.execute("SELECT seq FROM tlm_a WHERE t_ns = 4").fetchone() == (4,)  # the bus's seq, not the body's
+    assert db.execute("SELECT t_ns, v FROM tlm_one ORDER BY t_ns").fetchall() == [(5, 1), (6, 2)]
+    assert db.execute("SELECT t_ns, p, q, r FROM tlm_a_b ORDER BY t_ns").fetchall() == [
+        (7, 1, 2, None), (8, 3, 4, 5), (9, 6, 7, None), (10, 8, 9, 10)]
+    assert store.messages_stored == len(bodies)
