@@ -151,18 +151,27 @@ class SimNav:
 
     def __init__(self, world: World) -> None:
         self.world = world
+        # The track window's channels as lists, once per window (the world recomputes it every
+        # few hours): a sample is then five list reads, not five numpy scalar reads (~1 us).
+        self._lists_for: object = None
+        self._lists: tuple[list[float], ...] = ()
 
     def read(self) -> dict[str, Any]:
         w = self.world
         track, i = w.sample
+        if track is not self._lists_for:
+            self._lists = (track.lat_deg.tolist(), track.lon_deg.tolist(), track.alt_km.tolist(),
+                           track.sunlit_fraction.tolist(), track.beta_deg.tolist())
+            self._lists_for = track
+        lat, lon, alt, sunlit, beta = self._lists
         umbra = w.next_umbra()
         body: dict[str, Any] = {
-            "lat_deg": float(track.lat_deg[i]),
-            "lon_deg": float(track.lon_deg[i]),
-            "alt_km": float(track.alt_km[i]),
-            "sunlit_fraction": float(track.sunlit_fraction[i]),
-            "in_umbra": bool(track.sunlit_fraction[i] == 0.0),
-            "beta_deg": float(track.beta_deg[i]),
+            "lat_deg": lat[i],
+            "lon_deg": lon[i],
+            "alt_km": alt[i],
+            "sunlit_fraction": sunlit[i],
+            "in_umbra": sunlit[i] == 0.0,
+            "beta_deg": beta[i],
             # Seconds from now; None when no umbra is predicted within the look-ahead.
             "umbra_start_in_s": None,
             "umbra_end_in_s": None,

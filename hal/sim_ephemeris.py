@@ -46,6 +46,12 @@ class SimEphemeris:
                                       lookahead_s=self.passes_horizon_s)
                         if stations else None)
         self.station_names = [s.name for s in stations]
+        # The track window's latitudes and longitudes rounded to the published 3 decimals, as
+        # lists, once per window (rounding is elementwise, so a slice of these is the rounded
+        # slice): a sample then only slices them (~2 us against ~15 us to round and convert).
+        self._rounded_for: object = None
+        self._lat_rounded: list[float] = []
+        self._lon_rounded: list[float] = []
 
     def read(self) -> dict[str, Any]:
         w = self.world
@@ -58,8 +64,12 @@ class SimEphemeris:
         end = i + self.horizon_s // w.step_s + 1
         if end > len(track):
             raise ValueError(f"ephemeris horizon {self.horizon_s} s exceeds the track buffer's look-ahead")
-        lat = np.round(track.lat_deg[i:end:stride], 3).tolist()
-        lon = np.round(track.lon_deg[i:end:stride], 3).tolist()
+        if track is not self._rounded_for:
+            self._lat_rounded = np.round(track.lat_deg, 3).tolist()
+            self._lon_rounded = np.round(track.lon_deg, 3).tolist()
+            self._rounded_for = track
+        lat = self._lat_rounded[i:end:stride]
+        lon = self._lon_rounded[i:end:stride]
         umbras: list[list[float]] = []
         after = float(now_s)
         for _ in range(2):

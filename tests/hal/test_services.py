@@ -233,3 +233,26 @@ def test_nav_telemetry_is_declared_in_the_dictionary():
     channels = default_dictionary().channels
     for key in SimNav(world).read():
         assert f"nav.{key}" in channels, key
+
+
+def test_ephemeris_track_is_the_rounded_strided_track_across_window_refreshes():
+    import numpy as np
+
+    from hal.sim_ephemeris import SimEphemeris
+
+    world = World(load_scenario("starcloud1"))
+    ephemeris = SimEphemeris(world)
+    windows = world.orbit.windows_computed
+    checked = 0
+    for step in range(4 * 3600 + 1):  # past a refresh of the world's 6 h track window (3 h look-ahead)
+        if step % 600 == 0 or world.orbit.windows_computed != windows:
+            windows = world.orbit.windows_computed
+            body = ephemeris.read()
+            i = world.orbit.index(world.t_s)
+            end = i + ephemeris.horizon_s // world.step_s + 1
+            stride = ephemeris.track_step_s // world.step_s
+            assert body["track_lat_deg"] == np.round(world.orbit.track.lat_deg[i:end:stride], 3).tolist()
+            assert body["track_lon_deg"] == np.round(world.orbit.track.lon_deg[i:end:stride], 3).tolist()
+            checked += 1
+        world.step()
+    assert world.orbit.windows_computed >= 2 and checked > 20
