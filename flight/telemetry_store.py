@@ -42,6 +42,12 @@ if _c_make_encoder is not None:
                                 True, False, True)
 
     def _to_json(value: Any) -> str:
+        # An empty map or list (grants with the GPU off, no sequence loaded: a few a SIL tick)
+        # needs no encoder: ~0.6 us each.
+        if type(value) is dict and not value:
+            return "{}"
+        if type(value) is list and not value:
+            return "[]"
         return "".join(_c_encode(value, 0))
 else:
     _to_json = json.JSONEncoder(sort_keys=True, default=str).encode
