@@ -16,6 +16,9 @@ class DeviceService:
         self._pub = bus.publisher(self.name)
         self._topic = f"tlm.{self.name}"
         self.commands = CommandServer(bus, self.name, device.command_handlers())
+        # The command server's own drain, bound here: the rate group calls it every frame, and
+        # almost always nothing waits (one Python call fewer of ~0.5 us).
+        self.execute_commands = self.commands.execute_commands
 
     @property
     def opcodes(self) -> list[str]:
@@ -34,6 +37,3 @@ class DeviceService:
         body["cmd_accepted"] = self.commands.accepted
         body["cmd_rejected"] = self.commands.rejected
         self._pub.publish(self._topic, body)
-
-    def execute_commands(self, ctx: TickContext | None = None) -> None:
-        self.commands.execute_commands(ctx)
