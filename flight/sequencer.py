@@ -116,6 +116,7 @@ class Sequencer:
         self._in_flight: dict[int, str] = {}  # dispatch id -> sequence name
         self._next_id = 0
         self._now_ns = 0
+        self._timeout_ns = round(config.response_timeout_s * NS_PER_S)  # the config is frozen
         self._reset_counters()
 
     def _reset_counters(self) -> None:
@@ -138,7 +139,7 @@ class Sequencer:
         """Read the answers, then issue every running sequence's command whose time has come."""
         self._now_ns = now = ctx.t_ns
         self._collect_answers()
-        timeout_ns = round(self.config.response_timeout_s * NS_PER_S)
+        timeout_ns = self._timeout_ns
         for name, slot in self.slots.items():
             if slot.state != "running":
                 continue
@@ -219,7 +220,10 @@ class Sequencer:
 
     def _publish_telemetry(self) -> None:
         slots: dict[str, Any] = {}
+        running = 0
         for name, slot in self.slots.items():
+            if slot.state == "running":
+                running += 1
             steps = slot.sequence.steps
             slots[name] = {
                 "state": slot.state,
@@ -230,7 +234,7 @@ class Sequencer:
             }
         self._pub.publish(f"tlm.{COMPONENT}", {
             "loaded": len(self.slots),
-            "running": sum(1 for s in self.slots.values() if s.state == "running"),
+            "running": running,
             "slots": slots,
             "steps_issued": self.steps_issued,
             "steps_ok": self.steps_ok,
