@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import operator
 import re
 import sqlite3
@@ -41,13 +42,46 @@ if _c_make_encoder is not None:
     _c_encode = _c_make_encoder(None, str, json.encoder.encode_basestring_ascii, None, ": ", ", ",
                                 True, False, True)
 
+    class _NotAFloat(Exception):
+        pass
+
+    class _FloatTexts(dict):
+        """The JSON text of floats, by value, for long lists of floats.
+
+        The ephemeris's predicted track is two lists of 361 floats every 10 s, each all but one
+        value the same as in the sample 20 s before: a float's shortest repr costs ~180 ns, a
+        lookup here ~40 ns. Only finite non-integral floats are kept, so no key is equal to an
+        int, a bool, 0.0 against -0.0 (equal values, other texts) or NaN (never equal). A bus
+        body holds only msgpack's types, so a hit is that very float value; anything that is not
+        a float misses, and the caller then encodes the list the general way.
+        """
+
+        def __missing__(self, x: Any) -> str:
+            if type(x) is not float:
+                raise _NotAFloat
+            text = "".join(_c_encode(x, 0))  # what the encoder writes for it inside a list
+            if math.isfinite(x) and not x.is_integer():
+                if len(self) >= _FLOAT_TEXTS_MAX:
+                    self.clear()  # bounded; refilled from the next messages
+                self[x] = text
+            return text
+
+    _FLOAT_TEXTS_MAX = 16_384  # ~2 MB; a day of ephemeris adds ~17 000 values
+    _FLOAT_LIST_MIN = 16  # shorter lists: the encoder's own call costs less than a failed try
+    _float_text = _FloatTexts().__getitem__
+
     def _to_json(value: Any) -> str:
-        # An empty map or list (grants with the GPU off, no sequence loaded: a few a SIL tick)
-        # needs no encoder: ~0.6 us each.
-        if type(value) is dict and not value:
+        if type(value) is list:
+            if not value:
+                return "[]"
+            if len(value) >= _FLOAT_LIST_MIN:
+                try:
+                    return "[" + ", ".join(map(_float_text, value)) + "]"
+                except (_NotAFloat, TypeError):  # not all floats (TypeError: unhashable)
+                    pass
+        elif type(value) is dict and not value:
+            # An empty map (grants with the GPU off, no sequence loaded): no encoder, ~0.6 us.
             return "{}"
-        if type(value) is list and not value:
-            return "[]"
         return "".join(_c_encode(value, 0))
 else:
     _to_json = json.JSONEncoder(sort_keys=True, default=str).encode

@@ -76,3 +76,30 @@ def test_rows_hold_each_channel_in_its_column_whatever_the_body_holds(tmp_path):
     assert db.execute("SELECT t_ns, p, q, r FROM tlm_a_b ORDER BY t_ns").fetchall() == [
         (7, 1, 2, None), (8, 3, 4, 5), (9, 6, 7, None), (10, 8, 9, 10)]
     assert store.messages_stored == len(bodies)
+
+
+def test_long_lists_of_floats_keep_json_dumps_text_whatever_the_texts_remembered():
+    """Long float lists are written from remembered float texts: equal values of other types
+    (1 and True against 1.0), 0.0 against -0.0, NaN and infinities must still read as json.dumps."""
+    import random
+
+    import flight.telemetry_store as store_module
+
+    rng = random.Random(5)
+    track = [round(rng.uniform(-90.0, 90.0), 3) for _ in range(400)]
+    lists = [
+        track[:361], track[1:362], track[:361],  # a sliding window: mostly remembered values
+        [1.0, 1.5, 2.5] * 10, [1, 1.5, 2.5] * 10, [True, 1.5, 2.5] * 10, [1.5, 2.5, 1] * 10,
+        [0.0, -0.0, 0.5] * 8, [-0.0, 0.0, 0.5] * 8, [float("nan"), float("inf"), -float("inf"), 0.25] * 5,
+        [0.1 + 0.2] * 20, [1e300, 1e-300, 5e-324, -1.7976931348623157e308] * 5,
+        [1.5] * 15 + [[1.5]], [1.5] * 15 + [None], [1.5] * 15 + ["1.5"], [1.5] * 15 + [{"a": 1.5}],
+        ["inference", "training"] * 10, list(range(20)), [1.5] * 16,
+    ]
+    for value in lists:
+        assert store_module._to_json(value) == json.dumps(value, sort_keys=True, default=str)
+    # Past its bound the memory starts afresh and the text is still right.
+    many = [rng.uniform(-1e6, 1e6) for _ in range(store_module._FLOAT_TEXTS_MAX + 100)]
+    for start in range(0, len(many), 1000):
+        chunk = many[start:start + 1000]
+        assert store_module._to_json(chunk) == json.dumps(chunk)
+    assert len(store_module._float_text.__self__) <= store_module._FLOAT_TEXTS_MAX
