@@ -651,7 +651,7 @@ class Publisher:
     @property
     def messages_sent(self) -> int:
         # Each topic's seq counts, from 0, the messages sent on it.
-        return sum(entry[1] for entry in self._topics.values())
+        return sum(map(_next_seq_of, self._topics.values()))
 
     def next_seq(self, topic: str) -> int:
         entry = self._topics.get(topic)
@@ -779,7 +779,8 @@ class Bus:
 
     @property
     def messages_sent(self) -> int:
-        return sum(p.messages_sent for p in self._publishers.values())
+        return sum(map(_next_seq_of, itertools.chain.from_iterable(
+            p._topics.values() for p in self._publishers.values())))
 
     def subscribe(
         self,
