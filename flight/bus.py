@@ -36,6 +36,8 @@ from typing import Any
 import msgpack
 import zmq
 
+from flight.clock import SteppedClock
+
 __all__ = [
     "CONTROL_PREFIX",
     "PROBE_TOPIC",
@@ -672,6 +674,9 @@ class Publisher:
         topics, add_topic, source, bus = self._topics, self._add_topic, self.source, self._bus
         time_source, send = bus._time_source, backend_send(bus._socket)
         pack = msgpack.Packer(use_bin_type=True).pack
+        # A SteppedClock only ever holds an int >= 0 (its constructor and advances check): its
+        # readings need no check (~45 ns of a ~1.3 us publish). Any other source is checked.
+        check_time = not _is_stepped_clock_reading(time_source)
 
         def publish(topic: str, body: dict) -> int:
             """Send ``body`` on ``topic``, stamped with the bus time and this source; return its seq."""
@@ -682,7 +687,7 @@ class Publisher:
             if type(body) is not dict or not entry[2].issuperset(body):
                 _learn_body_keys(topic, body, entry[2])  # raises unless every key is a str
             t_ns = time_source()
-            if type(t_ns) is not int or t_ns < 0:
+            if check_time and (type(t_ns) is not int or t_ns < 0):
                 raise ValueError(f"bus time source returned {t_ns!r}; it must be an int >= 0 (ns)")
             seq = entry[1]
             try:
@@ -699,6 +704,12 @@ class Publisher:
             return seq
 
         return publish
+
+
+def _is_stepped_clock_reading(time_source: Callable[[], int]) -> bool:
+    """Whether ``time_source`` is exactly ``SteppedClock.now_ns`` bound to a SteppedClock."""
+    return (getattr(time_source, "__func__", None) is SteppedClock.now_ns
+            and type(getattr(time_source, "__self__", None)) is SteppedClock)
 
 
 def backend_send(socket: zmq.Socket) -> Callable[..., Any]:

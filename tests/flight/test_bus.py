@@ -91,6 +91,21 @@ def test_publish_rejects_bad_input(bus):
     assert pub.publish("tlm.eps", {"ok": True}) == 0  # failures used no sequence numbers
 
 
+
+@pytest.mark.parametrize("reading", [-1, 1.5, True, None])
+def test_publish_rejects_a_bad_time_source_reading(reading):
+    # Only a SteppedClock's own readings skip the check; a look-alike method or a lambda does not.
+    class LookAlike(SteppedClock):
+        def now_ns(self) -> int:
+            return reading
+
+    for time_source in (lambda: reading, LookAlike().now_ns):
+        with Bus(time_source, name="bad-time") as bus:
+            pub = bus.publisher("eps")
+            with pytest.raises(ValueError, match="time source returned"):
+                pub.publish("tlm.eps", {"x": 1})
+            assert pub.messages_sent == 0
+
 def test_burst_over_hwm_is_counted_not_lost(bus):
     pub = bus.publisher("gpu")
     sub = bus.subscribe(["tlm.gpu"], hwm=100, name="small")
