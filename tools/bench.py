@@ -5,6 +5,7 @@
 | sil_day_full_s | one day of starcloud1, whole flight stack, modeled compute, 1 s ticks | basilisk_day_s |
 | sil_day_physics_s | the same day, world models alone (GPU busy at its maximum cap) | basilisk_day_s |
 | basilisk_day_s | an equivalent Basilisk 2.12.1 day, ExecuteSimulation only (when installed) | |
+| sil_day_floor_s, sil_day_floor_per_tick_s | the SIL's own messages replayed through raw pyzmq + msgpack into SQLite, no flight logic: one frame per message (Sunlit's contract), one per tick (tools.bench_floor) | basilisk_day_s |
 | bus_ratio | messages/s through Publisher.publish + Subscription.drain | raw pyzmq + msgpack |
 | cmd_rtt_p50_us, cmd_rtt_p99_us | command -> response over tcp loopback, stack in another process | raw pyzmq echo |
 | train_overhead_ratio | training steps/s under the scheduler | Trainer.step in a tight loop |
@@ -34,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-BENCHMARKS = ("sil", "physics", "basilisk", "bus", "cmd", "train", "energy", "assistant")
+BENCHMARKS = ("sil", "physics", "basilisk", "floor", "bus", "cmd", "train", "energy", "assistant")
 SCENARIO = "starcloud1"
 ENERGY_PRESETS = ("starcloud1", "dawn-dusk-650")
 BUS_RATIO_GOAL = 0.8
@@ -48,6 +49,7 @@ ASSISTANT_AFTER_FALLBACK_GOAL = 1.0
 
 FIGURE_KEYS = (
     "sil_day_full_s", "sil_day_physics_s", "basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk",
+    "sil_day_floor_s", "sil_day_floor_per_tick_s", "floor_vs_basilisk", "floor_per_tick_vs_basilisk",
     "bus_ratio", "bus_sunlit_msgs_per_s", "bus_raw_msgs_per_s",
     "cmd_rtt_p50_us", "cmd_rtt_p99_us", "cmd_rtt_raw_p50_us", "cmd_rtt_raw_p99_us",
     "train_overhead_ratio", "train_sil_steps_per_s", "train_bare_steps_per_s",
@@ -61,6 +63,8 @@ FIGURE_KEYS = (
 @dataclass(frozen=True)
 class BenchSizes:
     sim_s: int
+    floor_capture_ticks: int  # SIL ticks recorded for the transport floor's replay
+    floor_replay_ticks: int
     bus_messages: int
     bus_batch: int
     round_trips: int
@@ -70,9 +74,9 @@ class BenchSizes:
     assistant_quick: bool  # tools.bench_assistant's quick sizes (20 held-out times, a tiny fine-tune)
 
 
-FULL = BenchSizes(sim_s=86_400, bus_messages=200_000, bus_batch=2_000, round_trips=5_000, rtt_warmup=500,
+FULL = BenchSizes(sim_s=86_400, floor_capture_ticks=5_760, floor_replay_ticks=86_400, bus_messages=200_000, bus_batch=2_000, round_trips=5_000, rtt_warmup=500,
                   train_steps=300, energy_s=86_400, assistant_quick=False)
-QUICK = BenchSizes(sim_s=600, bus_messages=200, bus_batch=50, round_trips=50, rtt_warmup=10,
+QUICK = BenchSizes(sim_s=600, floor_capture_ticks=60, floor_replay_ticks=120, bus_messages=200, bus_batch=50, round_trips=50, rtt_warmup=10,
                    train_steps=5, energy_s=600, assistant_quick=True)
 
 
@@ -114,6 +118,22 @@ def _bench_basilisk(sizes: BenchSizes, out: dict, details: dict, notes: list[str
     details["basilisk"] = result
 
 
+def _bench_floor(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
+    from tools.bench_floor import measure_transport_floor
+
+    floor = measure_transport_floor(SCENARIO, sizes.floor_capture_ticks, sizes.floor_replay_ticks)
+    out["sil_day_floor_s"] = floor.timings["per_message"].day_s
+    out["sil_day_floor_per_tick_s"] = floor.timings["per_tick"].day_s
+    details["floor"] = {
+        "scenario": floor.scenario, "capture_ticks": floor.capture_ticks,
+        "messages_per_tick": floor.messages_per_tick, "subscriptions": floor.subscriptions,
+        "deliveries_per_tick": floor.deliveries_per_tick,
+        **{mode: {"replay_ticks": t.replay_ticks, "wall_s": t.wall_s, "us_per_tick": t.us_per_tick,
+                  "frames_sent": t.frames_sent, "frames_received": t.frames_received,
+                  "rows_stored": t.rows_stored} for mode, t in floor.timings.items()},
+    }
+
+
 def _bench_bus(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
     from tools.bench_bus import measure_bus
 
@@ -153,7 +173,8 @@ def _bench_train(sizes: BenchSizes, out: dict, details: dict, notes: list[str], 
     out["train_bare_steps_per_s"] = result.bare_steps_per_s
     details["train"] = {"sil_steps": result.sil_steps, "sil_wall_s": result.sil_wall_s,
                         "bare_steps": result.bare_steps, "bare_wall_s": result.bare_wall_s,
-                        "sil_checkpoints": result.sil_checkpoints, "num_threads": result.num_threads,
+                        "sil_checkpoints": result.sil_checkpoints, "sil_ticks": result.sil_ticks,
+                        "num_threads": result.num_threads,
                         "median_pair_ratio": result.median_pair_ratio, "interleave": "step by step"}
 
 
@@ -184,7 +205,8 @@ def _bench_assistant(sizes: BenchSizes, out: dict, details: dict, notes: list[st
 
 
 _RUNNERS: dict[str, Callable[..., None]] = {
-    "sil": _bench_sil, "physics": _bench_physics, "basilisk": _bench_basilisk, "bus": _bench_bus,
+    "sil": _bench_sil, "physics": _bench_physics, "basilisk": _bench_basilisk, "floor": _bench_floor,
+    "bus": _bench_bus,
     "cmd": _bench_cmd, "train": _bench_train, "energy": _bench_energy, "assistant": _bench_assistant,
 }
 
@@ -228,6 +250,8 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
         wall_s[name] = time.perf_counter() - t0
     out["full_vs_basilisk"] = _ratio(out["sil_day_full_s"], out["basilisk_day_s"])
     out["physics_vs_basilisk"] = _ratio(out["sil_day_physics_s"], out["basilisk_day_s"])
+    out["floor_vs_basilisk"] = _ratio(out["sil_day_floor_s"], out["basilisk_day_s"])
+    out["floor_per_tick_vs_basilisk"] = _ratio(out["sil_day_floor_per_tick_s"], out["basilisk_day_s"])
     machine = _machine()
     machine["load_avg_before"] = list(load_before)
     machine["load_avg_after"] = list(os.getloadavg())
@@ -289,6 +313,11 @@ def format_table(result: dict[str, Any]) -> str:
          _num(r["basilisk_day_s"], " s"), r["full_vs_basilisk"], AtMost(FULL_VS_BASILISK_GOAL)),
         (f"SIL {day}, world models alone", _num(r["sil_day_physics_s"], " s"), "Basilisk",
          _num(r["basilisk_day_s"], " s"), r["physics_vs_basilisk"], AtMost(PHYSICS_VS_BASILISK_GOAL)),
+        # What the whole stack's day cannot go below in Python: its messages over ZeroMQ into SQLite.
+        ("its messages alone, frame per message", _num(r["sil_day_floor_s"], " s"), "Basilisk",
+         _num(r["basilisk_day_s"], " s"), r["floor_vs_basilisk"], None),
+        ("its messages alone, frame per tick", _num(r["sil_day_floor_per_tick_s"], " s"), "Basilisk",
+         _num(r["basilisk_day_s"], " s"), r["floor_per_tick_vs_basilisk"], None),
         ("bus throughput (inproc)", _num(r["bus_sunlit_msgs_per_s"], " msg/s"), "raw pyzmq+msgpack",
          _num(r["bus_raw_msgs_per_s"], " msg/s"), r["bus_ratio"], BUS_RATIO_GOAL),
         ("command RTT p50 (tcp)", _num(r["cmd_rtt_p50_us"], " us"), "raw pyzmq echo",

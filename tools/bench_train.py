@@ -30,6 +30,7 @@ class TrainOverhead:
     bare_steps: int
     bare_wall_s: float
     sil_checkpoints: int  # taken inside the counted ticks
+    sil_ticks: int  # counted ticks: the scheduler's frames the SIL steps took (~ step_time_s / step_s each)
     num_threads: int
     # Per alternation: SIL steps/s over bare steps/s, measured ~0.1 s apart (robust to bursts of
     # load, but blind to rare costs such as checkpoints, which the totals include).
@@ -56,11 +57,13 @@ def _training(run: SilRun) -> bool:
     return run.training.state == "training" and run.world.gpu.state == "busy"
 
 
-def _sil_chunk(run: SilRun, steps_wanted: int) -> tuple[int, float, int]:
-    """Step the run until ``steps_wanted`` training steps happened in counted ticks."""
+def _sil_chunk(run: SilRun, steps_wanted: int) -> tuple[int, float, int, int]:
+    """Step the run until ``steps_wanted`` training steps happened in counted ticks; returns the
+    steps, their wall time, the checkpoints taken and the ticks counted."""
     steps = 0
     wall_s = 0.0
     checkpoints = 0
+    ticks = 0
     training = run.training
     limit = run.t_s + MAX_SIM_S_PER_CHUNK
     while steps < steps_wanted:
@@ -76,7 +79,8 @@ def _sil_chunk(run: SilRun, steps_wanted: int) -> tuple[int, float, int]:
             steps += training.steps_done - steps_before
             checkpoints += training.checkpoints_saved - saved_before
             wall_s += dt
-    return steps, wall_s, checkpoints
+            ticks += 1
+    return steps, wall_s, checkpoints, ticks
 
 
 def measure_train_overhead(scenario: str | Scenario = "starcloud1", steps: int = 300) -> TrainOverhead:
@@ -88,7 +92,7 @@ def measure_train_overhead(scenario: str | Scenario = "starcloud1", steps: int =
     """
     scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     config = training_job_config(scenario, seed=0, compute="real").trainer
-    result = TrainOverhead(0, 0.0, 0, 0.0, 0, config.num_threads)
+    result = TrainOverhead(0, 0.0, 0, 0.0, 0, 0, config.num_threads)
     with tempfile.TemporaryDirectory(prefix="sunlit-bench-") as tmp:
         run = SilRun(scenario, Path(tmp) / "run", seed=0, compute="real")
         try:
@@ -97,10 +101,11 @@ def measure_train_overhead(scenario: str | Scenario = "starcloud1", steps: int =
             bare = Trainer(config)
             bare.step()
             while result.sil_steps < steps:
-                sil_steps, sil_wall_s, checkpoints = _sil_chunk(run, 1)
+                sil_steps, sil_wall_s, checkpoints, ticks = _sil_chunk(run, 1)
                 result.sil_steps += sil_steps
                 result.sil_wall_s += sil_wall_s
                 result.sil_checkpoints += checkpoints
+                result.sil_ticks += ticks
                 t0 = time.perf_counter()
                 bare.step()
                 bare_wall_s = time.perf_counter() - t0

@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure speed against baselines taken in the same run",
                            description="Benchmarks, each with its baseline measured in the same run: SIL day "
-                                       "vs Basilisk, bus vs raw pyzmq, command round trip over tcp, training "
+                                       "vs Basilisk, the floor of its messages over ZeroMQ into SQLite alone, bus "
+                                       "vs raw pyzmq, command round trip over tcp, training "
                                        "under the scheduler vs a bare loop, energy vs the oracle, the "
                                        "assistant's model: fact accuracy vs its templates, latency, "
                                        "fine-tuning throughput.")

@@ -27,13 +27,14 @@ from tools.bench import (
 from tools.cli import main
 
 ALWAYS_MEASURED = (
-    "sil_day_full_s", "sil_day_physics_s",
+    "sil_day_full_s", "sil_day_physics_s", "sil_day_floor_s", "sil_day_floor_per_tick_s",
     "bus_ratio", "bus_sunlit_msgs_per_s", "bus_raw_msgs_per_s",
     "cmd_rtt_p50_us", "cmd_rtt_p99_us", "cmd_rtt_raw_p50_us", "cmd_rtt_raw_p99_us",
     "train_overhead_ratio", "train_sil_steps_per_s", "train_bare_steps_per_s",
     "assistant_train_tokens_per_s",
 )
-NULLABLE = ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk", "energy_vs_oracle")
+NULLABLE = ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk", "floor_vs_basilisk",
+            "floor_per_tick_vs_basilisk", "energy_vs_oracle")
 # Measured on the shipped assistant model: None exactly when its weights file is not there.
 NEEDS_WEIGHTS = ("assistant_fact_accuracy", "assistant_fact_accuracy_after_fallback",
                  "assistant_answer_p50_ms", "assistant_answer_p99_ms")
@@ -64,7 +65,8 @@ def test_every_key_is_there_and_well_formed(quick):
     assert set(ALWAYS_MEASURED) | set(NULLABLE) | set(NEEDS_WEIGHTS) | set(CURVES) | set(ONBOARD) == set(FIGURE_KEYS)
     for key in ALWAYS_MEASURED:
         assert positive(result[key]), (key, result[key])
-    for key in ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk"):
+    for key in ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk", "floor_vs_basilisk",
+                "floor_per_tick_vs_basilisk"):
         assert result[key] is None or positive(result[key]), (key, result[key])
     energy = result["energy_vs_oracle"]
     assert energy is None or (set(energy) == set(ENERGY_PRESETS) and all(positive(v) for v in energy.values()))
@@ -91,22 +93,32 @@ def test_ratios_are_the_quotients_of_their_figures(quick):
     assert r["bus_ratio"] == pytest.approx(r["bus_sunlit_msgs_per_s"] / r["bus_raw_msgs_per_s"])
     assert r["train_overhead_ratio"] == pytest.approx(r["train_sil_steps_per_s"] / r["train_bare_steps_per_s"])
     assert r["cmd_rtt_p50_us"] <= r["cmd_rtt_p99_us"] and r["cmd_rtt_raw_p50_us"] <= r["cmd_rtt_raw_p99_us"]
+    pairs = {"full_vs_basilisk": "sil_day_full_s", "physics_vs_basilisk": "sil_day_physics_s",
+             "floor_vs_basilisk": "sil_day_floor_s", "floor_per_tick_vs_basilisk": "sil_day_floor_per_tick_s"}
     if r["basilisk_day_s"] is None:
-        assert r["full_vs_basilisk"] is None and r["physics_vs_basilisk"] is None
+        assert all(r[ratio] is None for ratio in pairs)
         assert any(note.startswith("Basilisk not installed") for note in r["notes"])
     else:
-        assert r["full_vs_basilisk"] == pytest.approx(r["sil_day_full_s"] / r["basilisk_day_s"])
-        assert r["physics_vs_basilisk"] == pytest.approx(r["sil_day_physics_s"] / r["basilisk_day_s"])
+        for ratio, figure in pairs.items():
+            assert r[ratio] == pytest.approx(r[figure] / r["basilisk_day_s"])
 
 
 def test_the_runs_behind_the_figures_did_what_they_claim(quick):
     d = quick[0]["details"]
     assert d["sil"]["sim_s"] == d["physics"]["sim_s"] == QUICK.sim_s
     assert d["sil"]["telemetry_messages"] > 0 and d["sil"]["bus_dropped"] == 0
+    floor = d["floor"]
+    assert floor["capture_ticks"] == QUICK.floor_capture_ticks and floor["messages_per_tick"] > 0
+    for mode in ("per_message", "per_tick"):  # every replayed message reached the store, in both modes
+        assert floor[mode]["replay_ticks"] == QUICK.floor_replay_ticks
+        assert floor[mode]["rows_stored"] == round(floor["messages_per_tick"] * QUICK.floor_replay_ticks)
+    assert floor["per_message"]["frames_sent"] == floor["per_message"]["rows_stored"]
+    assert floor["per_message"]["frames_received"] == round(floor["deliveries_per_tick"] * QUICK.floor_replay_ticks)
     assert d["bus"]["sunlit_dropped"] == 0 and 150 <= d["bus"]["frame_bytes"] <= 250  # "~200 bytes"
     assert d["cmd"]["round_trips"] == QUICK.round_trips and d["cmd"]["stack"]["malformed"] == 0
     assert d["cmd"]["stack"]["rejected"] == 0
     assert d["train"]["sil_steps"] >= QUICK.train_steps and d["train"]["bare_steps"] >= QUICK.train_steps
+    assert d["train"]["sil_ticks"] >= d["train"]["sil_steps"]  # a step is seconds of GPU work: one tick or more
     assert d["assistant"]["train_measure"]["steps"] > 0 and d["assistant"]["train_measure"]["tokens"] > 0
     if default_weights_path().exists():
         from tools.bench_assistant import QUICK_TIMES_PER_PRESET
@@ -128,7 +140,8 @@ def test_machine_facts_and_timestamp(quick):
 def test_table_shows_each_figure_with_its_baseline_and_goal(quick):
     result, printed = quick
     assert format_table(result) in printed
-    for label in ("whole flight stack", "world models alone", "bus throughput", "command RTT p50",
+    for label in ("whole flight stack", "world models alone", "messages alone, frame per message",
+                  "messages alone, frame per tick", "bus throughput", "command RTT p50",
                   "training under the scheduler", *(f"energy vs oracle, {p}" for p in ENERGY_PRESETS)):
         assert label in printed
     assert ">= 0.8" in printed and ">= 0.97" in printed
