@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from flight.training.trainer import Trainer
 from sim.scenario import Scenario, load_scenario
@@ -32,6 +33,10 @@ class TrainOverhead:
     sil_checkpoints: int  # taken inside the counted ticks
     sil_ticks: int  # counted ticks: the scheduler's frames the SIL steps took (~ step_time_s / step_s each)
     num_threads: int
+    # Of sil_wall_s: the job's evaluations (every eval_interval_steps) and checkpoints (snapshot,
+    # hash, write, fsync, verify), which the bare loop does not do.
+    sil_evaluate_wall_s: float = 0.0
+    sil_checkpoint_wall_s: float = 0.0
     # Per alternation: SIL steps/s over bare steps/s, measured ~0.1 s apart (robust to bursts of
     # load, but blind to rare costs such as checkpoints, which the totals include).
     pair_ratios: list[float] = field(default_factory=list)
@@ -57,9 +62,44 @@ def _training(run: SilRun) -> bool:
     return run.training.state == "training" and run.world.gpu.state == "busy"
 
 
-def _sil_chunk(run: SilRun, steps_wanted: int) -> tuple[int, float, int, int]:
+class _JobTimers:
+    """Wall time the training job spends evaluating and checkpointing, while installed.
+
+    Wraps the job's two checkpoint phases (on the instance) and its trainer class's ``evaluate``
+    (a restore after an eclipse makes a new trainer); ``uninstall`` puts them back."""
+
+    def __init__(self, run: SilRun) -> None:
+        self.spent = {"evaluate": 0.0, "checkpoint": 0.0}
+        self._job = run.training
+        self._trainer_class = type(self._job._trainer)
+        self._evaluate = self._trainer_class.evaluate
+        for name in ("_snapshot", "_persist_pending"):
+            setattr(self._job, name, self._timed(getattr(self._job, name), "checkpoint"))
+        self._trainer_class.evaluate = self._timed(self._evaluate, "evaluate")
+
+    def _timed(self, function: Callable[..., Any], kind: str) -> Callable[..., Any]:
+        spent = self.spent
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[kind] += time.perf_counter() - t0
+
+        return timed
+
+    def uninstall(self) -> None:
+        self._trainer_class.evaluate = self._evaluate
+        for name in ("_snapshot", "_persist_pending"):
+            vars(self._job).pop(name, None)
+
+
+def _sil_chunk(run: SilRun, steps_wanted: int, timers: _JobTimers | None = None,
+               result: TrainOverhead | None = None) -> tuple[int, float, int, int]:
     """Step the run until ``steps_wanted`` training steps happened in counted ticks; returns the
-    steps, their wall time, the checkpoints taken and the ticks counted."""
+    steps, their wall time, the checkpoints taken and the ticks counted (and adds the counted
+    ticks' evaluation and checkpoint time to ``result``)."""
     steps = 0
     wall_s = 0.0
     checkpoints = 0
@@ -72,6 +112,7 @@ def _sil_chunk(run: SilRun, steps_wanted: int) -> tuple[int, float, int, int]:
                                f"{MAX_SIM_S_PER_CHUNK} simulated seconds")
         busy_before = _training(run)
         steps_before, saved_before = training.steps_done, training.checkpoints_saved
+        spent_before = dict(timers.spent) if timers is not None else None
         t0 = time.perf_counter()
         run.step()
         dt = time.perf_counter() - t0
@@ -80,6 +121,9 @@ def _sil_chunk(run: SilRun, steps_wanted: int) -> tuple[int, float, int, int]:
             checkpoints += training.checkpoints_saved - saved_before
             wall_s += dt
             ticks += 1
+            if timers is not None and result is not None:
+                result.sil_evaluate_wall_s += timers.spent["evaluate"] - spent_before["evaluate"]
+                result.sil_checkpoint_wall_s += timers.spent["checkpoint"] - spent_before["checkpoint"]
     return steps, wall_s, checkpoints, ticks
 
 
@@ -93,15 +137,17 @@ def measure_train_overhead(scenario: str | Scenario = "starcloud1", steps: int =
     scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     config = training_job_config(scenario, seed=0, compute="real").trainer
     result = TrainOverhead(0, 0.0, 0, 0.0, 0, 0, config.num_threads)
+    timers: _JobTimers | None = None
     with tempfile.TemporaryDirectory(prefix="sunlit-bench-") as tmp:
         run = SilRun(scenario, Path(tmp) / "run", seed=0, compute="real")
         try:
             # First steps (lazy allocations) happen outside the window on both sides.
             _sil_chunk(run, 1)
+            timers = _JobTimers(run)
             bare = Trainer(config)
             bare.step()
             while result.sil_steps < steps:
-                sil_steps, sil_wall_s, checkpoints, ticks = _sil_chunk(run, 1)
+                sil_steps, sil_wall_s, checkpoints, ticks = _sil_chunk(run, 1, timers, result)
                 result.sil_steps += sil_steps
                 result.sil_wall_s += sil_wall_s
                 result.sil_checkpoints += checkpoints
@@ -113,5 +159,7 @@ def measure_train_overhead(scenario: str | Scenario = "starcloud1", steps: int =
                 result.bare_steps += 1
                 result.pair_ratios.append((sil_steps / sil_wall_s) * bare_wall_s)
         finally:
+            if timers is not None:
+                timers.uninstall()
             run.close()
     return result

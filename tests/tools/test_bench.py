@@ -34,7 +34,7 @@ ALWAYS_MEASURED = (
     "assistant_train_tokens_per_s",
 )
 NULLABLE = ("basilisk_day_s", "full_vs_basilisk", "physics_vs_basilisk", "floor_vs_basilisk",
-            "floor_per_tick_vs_basilisk", "energy_vs_oracle")
+            "floor_per_tick_vs_basilisk", "energy_vs_oracle", "train_overhead_floor_ratio")
 # Measured on the shipped assistant model: None exactly when its weights file is not there.
 NEEDS_WEIGHTS = ("assistant_fact_accuracy", "assistant_fact_accuracy_after_fallback",
                  "assistant_answer_p50_ms", "assistant_answer_p99_ms")
@@ -93,6 +93,14 @@ def test_ratios_are_the_quotients_of_their_figures(quick):
     assert r["bus_ratio"] == pytest.approx(r["bus_sunlit_msgs_per_s"] / r["bus_raw_msgs_per_s"])
     assert r["train_overhead_ratio"] == pytest.approx(r["train_sil_steps_per_s"] / r["train_bare_steps_per_s"])
     assert r["cmd_rtt_p50_us"] <= r["cmd_rtt_p99_us"] and r["cmd_rtt_raw_p50_us"] <= r["cmd_rtt_raw_p99_us"]
+    # The training bound by hand: a bare step, plus per step the job's evaluations and checkpoints
+    # and its ticks at the floor's mean tick.
+    train, floor = r["details"]["train"], r["details"]["floor"]["per_message"]
+    bare_step_s = train["bare_wall_s"] / train["bare_steps"]
+    extra_s = ((train["sil_evaluate_wall_s"] + train["sil_checkpoint_wall_s"]) / train["sil_steps"]
+               + train["sil_ticks"] / train["sil_steps"] * floor["wall_s"] / floor["replay_ticks"])
+    assert r["train_overhead_floor_ratio"] == pytest.approx(bare_step_s / (bare_step_s + extra_s))
+    assert 0.0 < r["train_overhead_floor_ratio"] < 1.0
     pairs = {"full_vs_basilisk": "sil_day_full_s", "physics_vs_basilisk": "sil_day_physics_s",
              "floor_vs_basilisk": "sil_day_floor_s", "floor_per_tick_vs_basilisk": "sil_day_floor_per_tick_s"}
     if r["basilisk_day_s"] is None:
@@ -119,6 +127,7 @@ def test_the_runs_behind_the_figures_did_what_they_claim(quick):
     assert d["cmd"]["stack"]["rejected"] == 0
     assert d["train"]["sil_steps"] >= QUICK.train_steps and d["train"]["bare_steps"] >= QUICK.train_steps
     assert d["train"]["sil_ticks"] >= d["train"]["sil_steps"]  # a step is seconds of GPU work: one tick or more
+    assert 0.0 <= d["train"]["sil_evaluate_wall_s"] + d["train"]["sil_checkpoint_wall_s"] < d["train"]["sil_wall_s"]
     assert d["assistant"]["train_measure"]["steps"] > 0 and d["assistant"]["train_measure"]["tokens"] > 0
     if default_weights_path().exists():
         from tools.bench_assistant import QUICK_TIMES_PER_PRESET
