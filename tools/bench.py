@@ -193,6 +193,21 @@ def _train_floor_ratio(details: dict) -> float | None:
     return bare_step_s / (bare_step_s + per_step_s)
 
 
+def _floor_notes(out: dict) -> list[str]:
+    """Say so when a goal is past what the transport floor alone allows on this machine."""
+    notes = []
+    floor, batched = out["floor_vs_basilisk"], out["floor_per_tick_vs_basilisk"]
+    if floor is not None and batched is not None and min(floor, batched) > FULL_VS_BASILISK_GOAL:
+        notes.append(f"full_vs_basilisk <= {FULL_VS_BASILISK_GOAL:g} is out of reach here: the day's messages "
+                     f"alone, over ZeroMQ into SQLite with no flight logic, take {floor:.1f}x Basilisk "
+                     f"({batched:.1f}x with one frame per tick)")
+    bound = out["train_overhead_floor_ratio"]
+    if bound is not None and bound < TRAIN_RATIO_GOAL:
+        notes.append(f"train_overhead_ratio >= {TRAIN_RATIO_GOAL:g} is out of reach here: with every tick at "
+                     f"its transport floor and the job's evaluations and checkpoints it would be {bound:.3f}")
+    return notes
+
+
 def _bench_energy(sizes: BenchSizes, out: dict, details: dict, notes: list[str], **_: Any) -> None:
     try:
         from tools.policies import energy_vs_oracle
@@ -268,6 +283,7 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None,
     out["floor_vs_basilisk"] = _ratio(out["sil_day_floor_s"], out["basilisk_day_s"])
     out["floor_per_tick_vs_basilisk"] = _ratio(out["sil_day_floor_per_tick_s"], out["basilisk_day_s"])
     out["train_overhead_floor_ratio"] = _train_floor_ratio(details)
+    notes += _floor_notes(out)
     machine = _machine()
     machine["load_avg_before"] = list(load_before)
     machine["load_avg_after"] = list(os.getloadavg())

@@ -172,6 +172,20 @@ def test_goals_are_marked_met_or_not(quick):
     assert after.endswith("NOT MET") and "99.96 %" in after  # one answer in 2500 wrong is not 1.0
 
 
+def test_goals_past_the_floor_are_named():
+    from tools.bench import _floor_notes
+
+    base = {"floor_vs_basilisk": None, "floor_per_tick_vs_basilisk": None, "train_overhead_floor_ratio": None}
+    assert _floor_notes(base) == []
+    assert _floor_notes({**base, "floor_vs_basilisk": 2.5, "floor_per_tick_vs_basilisk": 2.0,
+                         "train_overhead_floor_ratio": 0.99}) == []
+    notes = _floor_notes({**base, "floor_vs_basilisk": 11.1, "floor_per_tick_vs_basilisk": 9.7,
+                          "train_overhead_floor_ratio": 0.969})
+    assert len(notes) == 2
+    assert "11.1x Basilisk" in notes[0] and "9.7x with one frame per tick" in notes[0]
+    assert "0.969" in notes[1]
+
+
 def test_only_runs_the_named_benchmarks():
     result = run_benchmarks(quick=True, only=["physics"])
     assert result["benchmarks"] == ["physics"] and positive(result["sil_day_physics_s"])
