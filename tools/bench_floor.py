@@ -49,7 +49,6 @@ class Traffic:
     """What a SIL published, tick by tick, and who subscribed to what."""
 
     scenario: str
-    step_s: int
     # Per tick: (topic, source, seq, t_ns, body) in publication order.
     ticks: list[list[tuple[str, str, int, int, dict]]]
     # Per SIL subscription: its ZeroMQ topic filters (topic + NUL, or a prefix).
@@ -115,7 +114,7 @@ def capture_traffic(scenario: str | Scenario = "starcloud1", ticks: int = 5_760,
         finally:
             run.close()
         recorded[-2].extend(recorded.pop())  # taken in at close: replayed with the last tick
-    return Traffic(scenario=scenario.name, step_s=run.step_s, ticks=recorded, filters=filters,
+    return Traffic(scenario=scenario.name, ticks=recorded, filters=filters,
                    store_subscription=store_name, flush_every_ticks=flush_every)
 
 

@@ -95,36 +95,42 @@ class _JobTimers:
             vars(self._job).pop(name, None)
 
 
-def _sil_chunk(run: SilRun, steps_wanted: int, timers: _JobTimers | None = None,
-               result: TrainOverhead | None = None) -> tuple[int, float, int, int]:
-    """Step the run until ``steps_wanted`` training steps happened in counted ticks; returns the
-    steps, their wall time, the checkpoints taken and the ticks counted (and adds the counted
-    ticks' evaluation and checkpoint time to ``result``)."""
-    steps = 0
-    wall_s = 0.0
-    checkpoints = 0
-    ticks = 0
+@dataclass
+class _Chunk:
+    """What the counted ticks of one ``_sil_chunk`` took."""
+
+    steps: int = 0
+    wall_s: float = 0.0
+    checkpoints: int = 0
+    ticks: int = 0
+    evaluate_wall_s: float = 0.0
+    checkpoint_wall_s: float = 0.0
+
+
+def _sil_chunk(run: SilRun, steps_wanted: int, timers: _JobTimers | None = None) -> _Chunk:
+    """Step the run until ``steps_wanted`` training steps happened in counted ticks."""
+    chunk = _Chunk()
     training = run.training
+    spent = timers.spent if timers is not None else {"evaluate": 0.0, "checkpoint": 0.0}
     limit = run.t_s + MAX_SIM_S_PER_CHUNK
-    while steps < steps_wanted:
+    while chunk.steps < steps_wanted:
         if run.t_s > limit:
             raise RuntimeError(f"{run.scenario.name}: the training job did not train within "
                                f"{MAX_SIM_S_PER_CHUNK} simulated seconds")
         busy_before = _training(run)
         steps_before, saved_before = training.steps_done, training.checkpoints_saved
-        spent_before = dict(timers.spent) if timers is not None else None
+        evaluate_before, checkpoint_before = spent["evaluate"], spent["checkpoint"]
         t0 = time.perf_counter()
         run.step()
         dt = time.perf_counter() - t0
         if busy_before and _training(run):
-            steps += training.steps_done - steps_before
-            checkpoints += training.checkpoints_saved - saved_before
-            wall_s += dt
-            ticks += 1
-            if timers is not None and result is not None:
-                result.sil_evaluate_wall_s += timers.spent["evaluate"] - spent_before["evaluate"]
-                result.sil_checkpoint_wall_s += timers.spent["checkpoint"] - spent_before["checkpoint"]
-    return steps, wall_s, checkpoints, ticks
+            chunk.steps += training.steps_done - steps_before
+            chunk.checkpoints += training.checkpoints_saved - saved_before
+            chunk.wall_s += dt
+            chunk.ticks += 1
+            chunk.evaluate_wall_s += spent["evaluate"] - evaluate_before
+            chunk.checkpoint_wall_s += spent["checkpoint"] - checkpoint_before
+    return chunk
 
 
 def measure_train_overhead(scenario: str | Scenario = "starcloud1", steps: int = 300) -> TrainOverhead:
@@ -147,17 +153,19 @@ def measure_train_overhead(scenario: str | Scenario = "starcloud1", steps: int =
             bare = Trainer(config)
             bare.step()
             while result.sil_steps < steps:
-                sil_steps, sil_wall_s, checkpoints, ticks = _sil_chunk(run, 1, timers, result)
-                result.sil_steps += sil_steps
-                result.sil_wall_s += sil_wall_s
-                result.sil_checkpoints += checkpoints
-                result.sil_ticks += ticks
+                chunk = _sil_chunk(run, 1, timers)
+                result.sil_steps += chunk.steps
+                result.sil_wall_s += chunk.wall_s
+                result.sil_checkpoints += chunk.checkpoints
+                result.sil_ticks += chunk.ticks
+                result.sil_evaluate_wall_s += chunk.evaluate_wall_s
+                result.sil_checkpoint_wall_s += chunk.checkpoint_wall_s
                 t0 = time.perf_counter()
                 bare.step()
                 bare_wall_s = time.perf_counter() - t0
                 result.bare_wall_s += bare_wall_s
                 result.bare_steps += 1
-                result.pair_ratios.append((sil_steps / sil_wall_s) * bare_wall_s)
+                result.pair_ratios.append((chunk.steps / chunk.wall_s) * bare_wall_s)
         finally:
             if timers is not None:
                 timers.uninstall()
